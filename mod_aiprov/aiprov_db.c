@@ -39,15 +39,19 @@ static apr_status_t conn_init(aiprov_db_t *db)
     }
     if (db->dialect == AIPROV_SQLITE) {
         for (i = 0; i < sizeof(sqlite_pragmas) / sizeof(sqlite_pragmas[0]); i++) {
-            int nrows = 0;
-            int rc = apr_dbd_query(db->dbd->driver, db->dbd->handle, &nrows,
-                                   sqlite_pragmas[i]);
+            /* some pragmas answer a row: select, and drain it */
+            apr_dbd_results_t *res = NULL;
+            apr_dbd_row_t *row = NULL;
+            int rc = apr_dbd_select(db->dbd->driver, db->r->pool, db->dbd->handle, &res,
+                                    sqlite_pragmas[i], 1);
             if (rc != 0) {
                 ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, db->r, AIPROV_LOGNO(00101)
                               "%s failed: %s", sqlite_pragmas[i],
                               apr_dbd_error(db->dbd->driver, db->dbd->handle, rc));
                 return APR_EGENERAL;
             }
+            while (aiprov_db_next_row(db, res, &row))
+                ;
         }
     }
     apr_pool_userdata_setn((void *)1, CONN_READY_KEY, NULL, db->dbd->pool);

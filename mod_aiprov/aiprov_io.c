@@ -232,13 +232,19 @@ static apr_off_t body_limit(request_rec *r)
     return AIPROV_JSON_BODY_MAX;
 }
 
+/* An error was sent: the handler is done, and says so (OK would mean "go on"). */
+static int answered(int rc)
+{
+    return rc == OK ? DONE : rc;
+}
+
 static int too_large(request_rec *r)
 {
     /* the rest of the body is not read: the connection cannot be reused */
     r->connection->keepalive = AP_CONN_CLOSE;
-    return aiprov_send_error(r, AIPROV_E_PAYLOAD_TOO_LARGE,
+    return answered(aiprov_send_error(r, AIPROV_E_PAYLOAD_TOO_LARGE,
                              "the request body is larger than %" APR_OFF_T_FMT " bytes",
-                             body_limit(r));
+                             body_limit(r)));
 }
 
 int aiprov_read_json_object(request_rec *r, json_t **obj)
@@ -253,14 +259,15 @@ int aiprov_read_json_object(request_rec *r, json_t **obj)
     json_t *j;
 
     if (!is_json_media_type(apr_table_get(r->headers_in, "Content-Type"))) {
-        return aiprov_send_error(r, AIPROV_E_UNSUPPORTED_MEDIA_TYPE,
-                                 "the request body must be application/json");
+        return answered(aiprov_send_error(r, AIPROV_E_UNSUPPORTED_MEDIA_TYPE,
+                                 "the request body must be application/json"));
     }
     if (cl) {
         char *end;
         apr_off_t n;
         if (apr_strtoff(&n, cl, &end, 10) != APR_SUCCESS || *end || n < 0) {
-            return aiprov_send_error(r, AIPROV_E_INVALID_REQUEST, "bad Content-Length");
+            return answered(aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
+                                              "bad Content-Length"));
         }
         if (n > limit) {
             return too_large(r);
@@ -290,8 +297,8 @@ int aiprov_read_json_object(request_rec *r, json_t **obj)
                 continue;
             }
             if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS) {
-                return aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
-                                         "the request body could not be read");
+                return answered(aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
+                                         "the request body could not be read"));
             }
             used += len;
             if ((apr_off_t)used > limit) {
@@ -319,20 +326,20 @@ int aiprov_read_json_object(request_rec *r, json_t **obj)
     aiprov_wipe_on_cleanup(r->pool, buf, used);
 
     if (used == 0) {
-        return aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
-                                 "the request body is empty: a JSON object is expected");
+        return answered(aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
+                                 "the request body is empty: a JSON object is expected"));
     }
     /* NUL in strings is refused by jansson unless asked for: good */
     j = json_loadb(buf, used, JSON_REJECT_DUPLICATES, &jerr);
     if (!j) {
-        return aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
+        return answered(aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
                                  "malformed JSON at line %d, column %d",
-                                 jerr.line, jerr.column);
+                                 jerr.line, jerr.column));
     }
     aiprov_json_pool(r->pool, j);
     if (!json_is_object(j)) {
-        return aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
-                                 "the request body must be a JSON object");
+        return answered(aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
+                                 "the request body must be a JSON object"));
     }
     *obj = j;
     return OK;

@@ -22,7 +22,7 @@ int aiprov_error_status(aiprov_err_e code);
  * Read a JSON object body: checks the media type, the size limit and the
  * syntax. On success *obj is a pool-bound object and the result is OK; on
  * failure the error has been sent (or httpd's own body filter answered), and
- * the result is what the handler returns.
+ * the result (DONE or an error status) is what the handler returns.
  */
 int aiprov_read_json_object(request_rec *r, json_t **obj);
 

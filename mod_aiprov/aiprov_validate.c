@@ -103,7 +103,7 @@ static const char *check_usage_limit(apr_pool_t *p, json_t *v, const char **out)
     if (n < 0 || n > AIPROV_USAGE_LIMIT_MAX) {
         return "usageLimit must be from 0 to 9007199254740991, or null";
     }
-    *out = apr_psprintf(p, "%" JSON_INTEGER_FORMAT, n);
+    *out = apr_psprintf(p, "%" APR_INT64_T_FMT, (apr_int64_t)n);
     return NULL;
 }
 
