@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #define KEYFILE_MAX 4096   /* a key file is ~45 bytes; anything huge is a mistake */
 
@@ -255,17 +256,40 @@ apr_status_t aiprov_decrypt(apr_pool_t *p, const aiprov_keyring_t *ring,
     return APR_EGENERAL;
 }
 
+void aiprov_sha256(const void *data, apr_size_t len, unsigned char md[32])
+{
+    SHA256(data, len, md);
+}
+
+const char *aiprov_base64url(apr_pool_t *p, const unsigned char *data, apr_size_t len)
+{
+    char *out = apr_palloc(p, apr_base64_encode_len((int)len));
+    char *c;
+    int n = apr_base64_encode_binary(out, data, (int)len);
+
+    for (c = out; c < out + n && *c; c++) {
+        if (*c == '+') {
+            *c = '-';
+        }
+        else if (*c == '/') {
+            *c = '_';
+        }
+        else if (*c == '=') {
+            *c = '\0';
+            break;
+        }
+    }
+    return out;
+}
+
 const char *aiprov_sha256_hex(apr_pool_t *p, const void *data, apr_size_t len)
 {
     unsigned char md[32];
-    unsigned int mdlen = 0;
     static const char hex[] = "0123456789abcdef";
     char *out;
     unsigned int i;
 
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
-        return NULL;
-    }
+    aiprov_sha256(data, len, md);
     out = apr_palloc(p, 65);
     for (i = 0; i < 32; i++) {
         out[2 * i] = hex[md[i] >> 4];

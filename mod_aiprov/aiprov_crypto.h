@@ -43,6 +43,12 @@ const char *aiprov_sha256_hex(apr_pool_t *p, const void *data, apr_size_t len);
 /* A lowercase UUID v4 from the CSPRNG, or NULL if it failed. */
 const char *aiprov_uuid4(apr_pool_t *p);
 
+/* base64url without padding (RFC 4648 section 5), as PKCE wants it. */
+const char *aiprov_base64url(apr_pool_t *p, const unsigned char *data, apr_size_t len);
+
+/* SHA-256 of data into md. */
+void aiprov_sha256(const void *data, apr_size_t len, unsigned char md[32]);
+
 /* Bytes from the CSPRNG. */
 apr_status_t aiprov_random(void *buf, apr_size_t len);
 

@@ -18,6 +18,12 @@ typedef struct {
 static const aiprov_route_t route_collection = {
     "GET, POST, OPTIONS", aiprov_api_list, aiprov_api_create, NULL, NULL
 };
+static const aiprov_route_t route_authorize = {
+    "POST, OPTIONS", NULL, aiprov_api_openrouter_authorize, NULL, NULL
+};
+static const aiprov_route_t route_exchange = {
+    "POST, OPTIONS", NULL, aiprov_api_openrouter_exchange, NULL, NULL
+};
 static const aiprov_route_t route_item = {
     "GET, PUT, DELETE, OPTIONS", aiprov_api_get, NULL, aiprov_api_update, aiprov_api_delete
 };
@@ -32,6 +38,12 @@ static const aiprov_route_t *match(aiprov_req_t *q, const char *rest, const char
     }
     if (*rest != '/') {
         return NULL;
+    }
+    if (strcmp(rest, "/openrouter/authorize") == 0) {
+        return &route_authorize;
+    }
+    if (strcmp(rest, "/openrouter/exchange") == 0) {
+        return &route_exchange;
     }
     seg = rest + 1;
     if (strchr(seg, '/')) {

@@ -187,7 +187,7 @@ void aiprov_io_register_hooks(apr_pool_t *p)
 /* ------------------------------------------------------------ request bodies */
 
 /* The body may hold an API key: its copies are wiped, not just freed. */
-static void wipe_brigade(apr_bucket_brigade *bb)
+void aiprov_io_wipe_brigade(apr_bucket_brigade *bb)
 {
     apr_bucket *b;
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
@@ -322,7 +322,7 @@ int aiprov_read_json_object(request_rec *r, json_t **obj)
     if (apr_brigade_pflatten(body, &buf, &used, r->pool) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    wipe_brigade(body);
+    aiprov_io_wipe_brigade(body);
     aiprov_wipe_on_cleanup(r->pool, buf, used);
 
     if (used == 0) {

@@ -26,6 +26,9 @@ int aiprov_error_status(aiprov_err_e code);
  */
 int aiprov_read_json_object(request_rec *r, json_t **obj);
 
+/* Wipe the data of a brigade's memory buckets (it may hold a key), then empty it. */
+void aiprov_io_wipe_brigade(apr_bucket_brigade *bb);
+
 /* Mark the request so that errors httpd produces itself (413 and 400 from
  * its body filters) go out as our JSON too. */
 void aiprov_io_json_errors(request_rec *r);

@@ -280,3 +280,118 @@ aiprov_err_e aiprov_store_delete(aiprov_db_t *db, const char *user, const char *
     }
     return nrows == 1 ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND;
 }
+
+/* ------------------------------------------------------------ keys from OAuth */
+
+static const aiprov_sql_t sql_replace_key = {
+    "aiprov_provider_replace_key",
+    "UPDATE ai_provider SET api_key = %s, key_hash = %s, provider_user_id = %s, "
+    "updated_at = unixepoch() WHERE id = %s AND user_id = %s",
+    "UPDATE ai_provider SET api_key = %s, key_hash = %s, provider_user_id = %s, "
+    "updated_at = now() WHERE id = %s AND user_id = %s"
+};
+
+aiprov_err_e aiprov_store_put_key(aiprov_db_t *db, const char *user,
+                                  const aiprov_new_row_t *n, const char **id)
+{
+    const char *existing;
+    const char *exists_args[] = { user, n->provider };
+    int nrows = 0;
+    aiprov_err_e e;
+
+    if ((e = begin_for_user(db, user)) != AIPROV_OK) {
+        return e;
+    }
+    if (aiprov_db_select_one(db, &sql_exists, &existing, 2, exists_args) != APR_SUCCESS) {
+        return finish(db, AIPROV_E_DATABASE_UNAVAILABLE);
+    }
+    if (existing) {
+        const char *args[] = { n->api_key, n->key_hash, n->provider_user_id, existing, user };
+        if (aiprov_db_query(db, &sql_replace_key, &nrows, 5, args) != APR_SUCCESS
+            || nrows != 1) {
+            return finish(db, AIPROV_E_DATABASE_UNAVAILABLE);
+        }
+        *id = existing;
+    }
+    else {
+        const char *args[] = {
+            n->id, user, n->provider, n->provider_user_id, n->api_key, n->key_hash,
+            n->key_label, n->api_url, "0", n->usage_limit, n->supported_models,
+            n->provider_config
+        };
+        if (aiprov_db_query(db, &sql_insert, &nrows, 12, args) != APR_SUCCESS
+            || nrows != 1) {
+            return finish(db, AIPROV_E_DATABASE_UNAVAILABLE);
+        }
+        *id = n->id;
+    }
+    return finish(db, AIPROV_OK);
+}
+
+/* ------------------------------------------------------------ OAuth states */
+
+#define AIPROV_STATE_TTL "600"
+
+static const aiprov_sql_t sql_state_purge = {
+    "aiprov_state_purge",
+    "DELETE FROM ai_provider_oauth_state WHERE expires_at <= unixepoch()",
+    "DELETE FROM ai_provider_oauth_state WHERE expires_at <= now()"
+};
+
+static const aiprov_sql_t sql_state_add = {
+    "aiprov_state_add",
+    "INSERT INTO ai_provider_oauth_state (state_hash, user_id, code_verifier, "
+    "callback_url, expires_at) VALUES (%s, %s, %s, %s, unixepoch() + " AIPROV_STATE_TTL ")",
+    "INSERT INTO ai_provider_oauth_state (state_hash, user_id, code_verifier, "
+    "callback_url, expires_at) VALUES (%s, %s, %s, %s, now() + interval '"
+    AIPROV_STATE_TTL " seconds')"
+};
+
+/* One statement takes it: two exchanges racing with one state get one row. */
+static const aiprov_sql_t sql_state_take = {
+    "aiprov_state_take",
+    "DELETE FROM ai_provider_oauth_state WHERE state_hash = %s AND user_id = %s "
+    "RETURNING code_verifier, CASE WHEN expires_at > unixepoch() THEN 0 ELSE 1 END",
+    "DELETE FROM ai_provider_oauth_state WHERE state_hash = %s AND user_id = %s "
+    "RETURNING code_verifier, CASE WHEN expires_at > now() THEN 0 ELSE 1 END"
+};
+
+aiprov_err_e aiprov_store_state_add(aiprov_db_t *db, const char *user,
+                                    const char *state_hash, const char *verifier_enc,
+                                    const char *callback_url)
+{
+    const char *args[] = { state_hash, user, verifier_enc, callback_url };
+    int nrows = 0;
+
+    if (aiprov_db_query(db, &sql_state_purge, NULL, 0, NULL) != APR_SUCCESS
+        || aiprov_db_query(db, &sql_state_add, &nrows, 4, args) != APR_SUCCESS
+        || nrows != 1) {
+        return AIPROV_E_DATABASE_UNAVAILABLE;
+    }
+    return AIPROV_OK;
+}
+
+aiprov_err_e aiprov_store_state_take(aiprov_db_t *db, const char *user,
+                                     const char *state_hash, const char **verifier_enc,
+                                     int *expired)
+{
+    const char *args[] = { state_hash, user };
+    apr_dbd_results_t *res;
+    apr_dbd_row_t *r = NULL;
+
+    *verifier_enc = NULL;
+    *expired = 0;
+    if (aiprov_db_select(db, &sql_state_take, &res, 2, args) != APR_SUCCESS) {
+        return AIPROV_E_DATABASE_UNAVAILABLE;
+    }
+    while (aiprov_db_next_row(db, res, &r)) {
+        if (!*verifier_enc) {
+            *verifier_enc = dup_or_null(db->r->pool, aiprov_db_get(db, r, 0));
+            *expired = to_i64(aiprov_db_get(db, r, 1), 1) != 0;
+        }
+    }
+    if (aiprov_db_query(db, &sql_state_purge, NULL, 0, NULL) != APR_SUCCESS) {
+        return AIPROV_E_DATABASE_UNAVAILABLE;
+    }
+    return *verifier_enc ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND;
+}

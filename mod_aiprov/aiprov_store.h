@@ -63,4 +63,26 @@ aiprov_err_e aiprov_store_update(aiprov_db_t *db, const char *user, const char *
                                  const aiprov_change_t *ch);
 aiprov_err_e aiprov_store_delete(aiprov_db_t *db, const char *user, const char *id);
 
+/*
+ * Store a key for the user's provider n->provider: a new row from n, or, when
+ * the user has the provider already, its key, hash and provider user id
+ * replaced. *id is the row's id.
+ */
+aiprov_err_e aiprov_store_put_key(aiprov_db_t *db, const char *user,
+                                  const aiprov_new_row_t *n, const char **id);
+
+/* OAuth states (OpenRouter PKCE): kept for ten minutes, taken once. */
+aiprov_err_e aiprov_store_state_add(aiprov_db_t *db, const char *user,
+                                    const char *state_hash, const char *verifier_enc,
+                                    const char *callback_url);
+
+/*
+ * Take (delete) the user's state: AIPROV_OK with the encrypted verifier and
+ * *expired set when it was too old; AIPROV_E_PROVIDER_NOT_FOUND when it is
+ * unknown, used already or another user's. Expired states are purged.
+ */
+aiprov_err_e aiprov_store_state_take(aiprov_db_t *db, const char *user,
+                                     const char *state_hash, const char **verifier_enc,
+                                     int *expired);
+
 #endif

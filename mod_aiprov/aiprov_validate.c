@@ -194,7 +194,7 @@ static const char *check_models(apr_pool_t *p, json_t *v, const char **out)
 
 /* A field name fit to echo: quoted when it looks like a name, never
  * anything else (a pasted key in the wrong place must not come back). */
-static const char *field_name(apr_pool_t *p, const char *field)
+const char *aiprov_field_name(apr_pool_t *p, const char *field)
 {
     const char *c;
     if (strlen(field) > 40) {
@@ -269,7 +269,7 @@ aiprov_err_e aiprov_validate_create(apr_pool_t *p, json_t *body, aiprov_create_t
                                    &out->row.provider_user_id);
         }
         else {
-            e = apr_psprintf(p, "unknown field %s", field_name(p, field));
+            e = apr_psprintf(p, "unknown field %s", aiprov_field_name(p, field));
         }
         if (e) {
             *err = e;
@@ -333,7 +333,7 @@ aiprov_err_e aiprov_validate_update(apr_pool_t *p, json_t *body, aiprov_change_t
             e = "apiKey cannot be changed: delete the provider and create it again";
         }
         else {
-            e = apr_psprintf(p, "field %s cannot be updated", field_name(p, field));
+            e = apr_psprintf(p, "field %s cannot be updated", aiprov_field_name(p, field));
         }
         if (e) {
             *err = e;

@@ -24,6 +24,10 @@ aiprov_err_e aiprov_validate_create(apr_pool_t *p, json_t *body, aiprov_create_t
 aiprov_err_e aiprov_validate_update(apr_pool_t *p, json_t *body, aiprov_change_t *out,
                                     const char **err);
 
+/* A body field's name fit to echo in a message: quoted when it looks like
+ * a name, a description otherwise (a key pasted as a name never comes back). */
+const char *aiprov_field_name(apr_pool_t *p, const char *field);
+
 /* Is s a UUID (any case)? */
 int aiprov_is_uuid(const char *s);
 

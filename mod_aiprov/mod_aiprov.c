@@ -7,6 +7,7 @@
 #include "aiprov_config.h"
 #include "aiprov_db.h"
 #include "aiprov_handler.h"
+#include "aiprov_http.h"
 #include "aiprov_io.h"
 
 #include <http_request.h>
@@ -21,6 +22,7 @@ static int aiprov_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *p
                               server_rec *s)
 {
     aiprov_db_retrieve_functions();
+    aiprov_http_global_init(s->process->pool);
     if (!aiprov_db_available()) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, AIPROV_LOGNO(00001)
                      "mod_dbd is not loaded: every API request will answer "

@@ -73,3 +73,16 @@ CREATE UNIQUE INDEX IF NOT EXISTS ai_provider_one_default
   ON ai_provider(user_id) WHERE is_default = 1;
 CREATE INDEX IF NOT EXISTS ai_provider_user_created
   ON ai_provider(user_id, created_at);
+
+-- OpenRouter PKCE flows under way: the server keeps the verifier, the browser
+-- carries only the opaque state. Single use, ten minutes; the state is stored
+-- as its SHA-256 (it is a bearer secret), the verifier encrypted like keys.
+CREATE TABLE IF NOT EXISTS ai_provider_oauth_state (
+  state_hash    TEXT PRIMARY KEY,
+  user_id       TEXT NOT NULL REFERENCES "user"(id) ON DELETE CASCADE,
+  code_verifier TEXT NOT NULL,
+  callback_url  TEXT NOT NULL,
+  expires_at    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ai_provider_oauth_state_expires
+  ON ai_provider_oauth_state(expires_at);

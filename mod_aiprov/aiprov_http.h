@@ -1,0 +1,39 @@
+/* Outbound HTTP: the module's only user of libcurl. */
+#ifndef AIPROV_HTTP_H
+#define AIPROV_HTTP_H
+
+#include "aiprov.h"
+
+typedef struct {
+    const char *method;            /* "GET", "POST" … */
+    const char *url;               /* never carries a secret: keys go in headers */
+    apr_array_header_t *headers;   /* of const char *, "Name: value"; may be NULL */
+    const char *body;              /* NULL: none */
+    apr_size_t body_len;
+    int timeout;                   /* seconds, for connect and for the whole call */
+    apr_size_t max_response;       /* body bytes accepted */
+} aiprov_http_req_t;
+
+typedef enum {
+    AIPROV_HTTP_OK = 0,            /* an answer came, whatever its status */
+    AIPROV_HTTP_UNREACHABLE,       /* no connection (refused, DNS, TLS) */
+    AIPROV_HTTP_TIMEOUT,
+    AIPROV_HTTP_TOO_LARGE,         /* the body passed max_response */
+    AIPROV_HTTP_FAILED             /* anything else (reset mid-body …) */
+} aiprov_http_result_e;
+
+typedef struct {
+    long status;
+    const char *content_type;      /* or NULL */
+    char *body;                    /* NUL-terminated, in r->pool, wiped at its cleanup */
+    apr_size_t len;
+} aiprov_http_resp_t;
+
+/* Once per process, before any thread: curl_global_init. */
+void aiprov_http_global_init(apr_pool_t *process_pool);
+
+/* One call with a fresh easy handle. Failures are logged without secrets. */
+aiprov_http_result_e aiprov_http_fetch(request_rec *r, const aiprov_http_req_t *req,
+                                       aiprov_http_resp_t *resp);
+
+#endif
