@@ -9,29 +9,40 @@
 
 typedef int (*aiprov_endpoint_fn)(aiprov_req_t *q);
 
-/* The methods of one path: NULL where the method is not allowed. */
+/* The methods of one path: NULL where the method is not allowed; any takes
+ * every method (the proxy). */
 typedef struct {
     const char *allow;          /* the Allow header */
-    aiprov_endpoint_fn get, post, put, delete;
+    aiprov_endpoint_fn get, post, put, delete, any;
 } aiprov_route_t;
 
 static const aiprov_route_t route_collection = {
-    "GET, POST, OPTIONS", aiprov_api_list, aiprov_api_create, NULL, NULL
+    .allow = "GET, POST, OPTIONS", .get = aiprov_api_list, .post = aiprov_api_create
 };
 static const aiprov_route_t route_authorize = {
-    "POST, OPTIONS", NULL, aiprov_api_openrouter_authorize, NULL, NULL
+    .allow = "POST, OPTIONS", .post = aiprov_api_openrouter_authorize
 };
 static const aiprov_route_t route_exchange = {
-    "POST, OPTIONS", NULL, aiprov_api_openrouter_exchange, NULL, NULL
+    .allow = "POST, OPTIONS", .post = aiprov_api_openrouter_exchange
 };
 static const aiprov_route_t route_item = {
-    "GET, PUT, DELETE, OPTIONS", aiprov_api_get, NULL, aiprov_api_update, aiprov_api_delete
+    .allow = "GET, PUT, DELETE, OPTIONS", .get = aiprov_api_get, .put = aiprov_api_update,
+    .delete = aiprov_api_delete
+};
+static const aiprov_route_t route_models = {
+    .allow = "GET, OPTIONS", .get = aiprov_api_models
+};
+static const aiprov_route_t route_verify = {
+    .allow = "POST, OPTIONS", .post = aiprov_api_verify
+};
+static const aiprov_route_t route_proxy = {
+    .allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", .any = aiprov_api_proxy
 };
 
 /* The route of the path below the mount; sets q->id. NULL: no such endpoint. */
 static const aiprov_route_t *match(aiprov_req_t *q, const char *rest, const char **err)
 {
-    const char *seg;
+    const char *seg, *sub;
 
     if (*rest == '\0' || strcmp(rest, "/") == 0) {
         return &route_collection;
@@ -45,21 +56,37 @@ static const aiprov_route_t *match(aiprov_req_t *q, const char *rest, const char
     if (strcmp(rest, "/openrouter/exchange") == 0) {
         return &route_exchange;
     }
+    /* /{id}, /{id}/models, /{id}/verify, /{id}/proxy[/…] */
     seg = rest + 1;
-    if (strchr(seg, '/')) {
-        return NULL;
-    }
-    if (!aiprov_is_uuid(seg)) {
+    sub = strchr(seg, '/');
+    q->id = sub ? apr_pstrmemdup(q->r->pool, seg, (apr_size_t)(sub - seg))
+                : apr_pstrdup(q->r->pool, seg);
+    if (!aiprov_is_uuid(q->id)) {
         *err = "the provider id in the path is not a UUID";
         return NULL;
     }
-    q->id = apr_pstrdup(q->r->pool, seg);
     ap_str_tolower((char *)q->id);
-    return &route_item;
+    if (!sub) {
+        return &route_item;
+    }
+    if (strcmp(sub, "/models") == 0) {
+        return &route_models;
+    }
+    if (strcmp(sub, "/verify") == 0) {
+        return &route_verify;
+    }
+    if (strcmp(sub, "/proxy") == 0 || strncmp(sub, "/proxy/", 7) == 0) {
+        return &route_proxy;
+    }
+    *err = "unknown endpoint";
+    return NULL;
 }
 
 static aiprov_endpoint_fn method_fn(const aiprov_route_t *route, int method)
 {
+    if (route->any) {
+        return route->any;
+    }
     switch (method) {
     case M_GET:    return route->get;
     case M_POST:   return route->post;

@@ -25,6 +25,11 @@ int aiprov_api_get(aiprov_req_t *q);
 int aiprov_api_update(aiprov_req_t *q);
 int aiprov_api_delete(aiprov_req_t *q);
 
+/* aiprov_api_proxy.c, aiprov_api_check.c */
+int aiprov_api_proxy(aiprov_req_t *q);
+int aiprov_api_models(aiprov_req_t *q);
+int aiprov_api_verify(aiprov_req_t *q);
+
 /* aiprov_api_openrouter.c */
 int aiprov_api_openrouter_authorize(aiprov_req_t *q);
 int aiprov_api_openrouter_exchange(aiprov_req_t *q);

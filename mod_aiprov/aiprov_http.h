@@ -19,7 +19,8 @@ typedef enum {
     AIPROV_HTTP_UNREACHABLE,       /* no connection (refused, DNS, TLS) */
     AIPROV_HTTP_TIMEOUT,
     AIPROV_HTTP_TOO_LARGE,         /* the body passed max_response */
-    AIPROV_HTTP_FAILED             /* anything else (reset mid-body …) */
+    AIPROV_HTTP_FAILED,            /* anything else (reset mid-body …) */
+    AIPROV_HTTP_STOPPED            /* the sink asked to stop */
 } aiprov_http_result_e;
 
 typedef struct {
@@ -29,10 +30,27 @@ typedef struct {
     apr_size_t len;
 } aiprov_http_resp_t;
 
+/*
+ * A streaming receiver. on_head is called once the status line and headers
+ * are in (content_type may be NULL); on_body with each piece of the body as it
+ * arrives. Either returns 0 to go on, anything else to stop the transfer
+ * (the result is then AIPROV_HTTP_STOPPED).
+ */
+typedef struct {
+    void *ctx;
+    int (*on_head)(void *ctx, long status, const char *content_type);
+    int (*on_body)(void *ctx, const char *data, apr_size_t len);
+} aiprov_http_sink_t;
+
 /* Once per process, before any thread: curl_global_init. */
 void aiprov_http_global_init(apr_pool_t *process_pool);
 
-/* One call with a fresh easy handle. Failures are logged without secrets. */
+/* One call with a fresh easy handle, streamed into sink (max_response is not
+ * applied: the sink decides). Failures are logged without secrets. */
+aiprov_http_result_e aiprov_http_stream(request_rec *r, const aiprov_http_req_t *req,
+                                        const aiprov_http_sink_t *sink);
+
+/* One call, the body collected up to req->max_response. */
 aiprov_http_result_e aiprov_http_fetch(request_rec *r, const aiprov_http_req_t *req,
                                        aiprov_http_resp_t *resp);
 

@@ -220,16 +220,13 @@ static int is_json_media_type(const char *ct)
     return len == 16 && strncasecmp(ct, "application/json", 16) == 0;
 }
 
-/* LimitRequestBody when the administrator set one, else our own cap.
+/* LimitRequestBody when the administrator set one, else the fallback.
  * ap_get_limit_req_body() cannot tell: it answers httpd's 1 GiB default.
  * Unset is -1 (AP_LIMIT_REQ_BODY_UNSET, private to core.c). */
-static apr_off_t body_limit(request_rec *r)
+apr_off_t aiprov_body_limit(request_rec *r, apr_off_t fallback)
 {
     core_dir_config *d = ap_get_core_module_config(r->per_dir_config);
-    if (d->limit_req_body > 0) {
-        return d->limit_req_body;
-    }
-    return AIPROV_JSON_BODY_MAX;
+    return d->limit_req_body > 0 ? d->limit_req_body : fallback;
 }
 
 /* An error was sent: the handler is done, and says so (OK would mean "go on"). */
@@ -238,30 +235,23 @@ static int answered(int rc)
     return rc == OK ? DONE : rc;
 }
 
-static int too_large(request_rec *r)
+static int too_large(request_rec *r, apr_off_t limit)
 {
     /* the rest of the body is not read: the connection cannot be reused */
     r->connection->keepalive = AP_CONN_CLOSE;
     return answered(aiprov_send_error(r, AIPROV_E_PAYLOAD_TOO_LARGE,
-                             "the request body is larger than %" APR_OFF_T_FMT " bytes",
-                             body_limit(r)));
+                                      "the request body is larger than %" APR_OFF_T_FMT
+                                      " bytes", limit));
 }
 
-int aiprov_read_json_object(request_rec *r, json_t **obj)
+int aiprov_read_body(request_rec *r, apr_off_t limit, char **data, apr_size_t *size)
 {
-    apr_off_t limit = body_limit(r);
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
     apr_bucket_brigade *bb, *body;
     char *buf;
     apr_size_t used = 0;
     int seen_eos = 0;
-    json_error_t jerr;
-    json_t *j;
 
-    if (!is_json_media_type(apr_table_get(r->headers_in, "Content-Type"))) {
-        return answered(aiprov_send_error(r, AIPROV_E_UNSUPPORTED_MEDIA_TYPE,
-                                 "the request body must be application/json"));
-    }
     if (cl) {
         char *end;
         apr_off_t n;
@@ -270,7 +260,7 @@ int aiprov_read_json_object(request_rec *r, json_t **obj)
                                               "bad Content-Length"));
         }
         if (n > limit) {
-            return too_large(r);
+            return too_large(r, limit);
         }
     }
 
@@ -287,7 +277,7 @@ int aiprov_read_json_object(request_rec *r, json_t **obj)
         }
         for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
              b = APR_BUCKET_NEXT(b)) {
-            const char *data;
+            const char *d;
             apr_size_t len;
             if (APR_BUCKET_IS_EOS(b)) {
                 seen_eos = 1;
@@ -296,13 +286,13 @@ int aiprov_read_json_object(request_rec *r, json_t **obj)
             if (APR_BUCKET_IS_METADATA(b)) {
                 continue;
             }
-            if (apr_bucket_read(b, &data, &len, APR_BLOCK_READ) != APR_SUCCESS) {
+            if (apr_bucket_read(b, &d, &len, APR_BLOCK_READ) != APR_SUCCESS) {
                 return answered(aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,
-                                         "the request body could not be read"));
+                                                  "the request body could not be read"));
             }
             used += len;
             if ((apr_off_t)used > limit) {
-                return too_large(r);
+                return too_large(r, limit);
             }
         }
         /* keep the data, drop the EOS and what follows it */
@@ -324,6 +314,27 @@ int aiprov_read_json_object(request_rec *r, json_t **obj)
     }
     aiprov_io_wipe_brigade(body);
     aiprov_wipe_on_cleanup(r->pool, buf, used);
+    *data = buf;
+    *size = used;
+    return OK;
+}
+
+int aiprov_read_json_object(request_rec *r, json_t **obj)
+{
+    char *buf;
+    apr_size_t used;
+    json_error_t jerr;
+    json_t *j;
+    int rc;
+
+    if (!is_json_media_type(apr_table_get(r->headers_in, "Content-Type"))) {
+        return answered(aiprov_send_error(r, AIPROV_E_UNSUPPORTED_MEDIA_TYPE,
+                                          "the request body must be application/json"));
+    }
+    if ((rc = aiprov_read_body(r, aiprov_body_limit(r, AIPROV_JSON_BODY_MAX), &buf, &used))
+        != OK) {
+        return rc;
+    }
 
     if (used == 0) {
         return answered(aiprov_send_error(r, AIPROV_E_INVALID_REQUEST,

@@ -26,6 +26,13 @@ int aiprov_error_status(aiprov_err_e code);
  */
 int aiprov_read_json_object(request_rec *r, json_t **obj);
 
+/* LimitRequestBody where the administrator set one, else fallback. */
+apr_off_t aiprov_body_limit(request_rec *r, apr_off_t fallback);
+
+/* Read the whole body, at most limit bytes; OK, or what the handler returns
+ * after the error went out. The buffer is wiped at the request's end. */
+int aiprov_read_body(request_rec *r, apr_off_t limit, char **data, apr_size_t *size);
+
 /* Wipe the data of a brigade's memory buckets (it may hold a key), then empty it. */
 void aiprov_io_wipe_brigade(apr_bucket_brigade *bb);
 

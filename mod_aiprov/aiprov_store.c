@@ -281,6 +281,49 @@ aiprov_err_e aiprov_store_delete(aiprov_db_t *db, const char *user, const char *
     return nrows == 1 ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND;
 }
 
+/* ------------------------------------------------------------ usage */
+
+/* Atomic: concurrent calls each add their own tokens. */
+static const aiprov_sql_t sql_add_usage = {
+    "aiprov_provider_add_usage",
+    "UPDATE ai_provider SET current_usage = current_usage + CAST(%s AS INTEGER), "
+    "last_used_at = unixepoch() WHERE id = %s AND user_id = %s",
+    "UPDATE ai_provider SET current_usage = current_usage + CAST(%s AS BIGINT), "
+    "last_used_at = now() WHERE id = %s AND user_id = %s"
+};
+
+static const aiprov_sql_t sql_set_models = {
+    "aiprov_provider_set_models",
+    "UPDATE ai_provider SET supported_models = %s, updated_at = unixepoch() "
+    "WHERE id = %s AND user_id = %s",
+    "UPDATE ai_provider SET supported_models = %s, updated_at = now() "
+    "WHERE id = %s AND user_id = %s"
+};
+
+aiprov_err_e aiprov_store_add_usage(aiprov_db_t *db, const char *user, const char *id,
+                                    apr_int64_t tokens)
+{
+    const char *args[] = { apr_psprintf(db->r->pool, "%" APR_INT64_T_FMT, tokens), id, user };
+    int nrows = 0;
+
+    if (aiprov_db_query(db, &sql_add_usage, &nrows, 3, args) != APR_SUCCESS) {
+        return AIPROV_E_DATABASE_UNAVAILABLE;
+    }
+    return nrows == 1 ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND;
+}
+
+aiprov_err_e aiprov_store_set_models(aiprov_db_t *db, const char *user, const char *id,
+                                     const char *models_json)
+{
+    const char *args[] = { models_json, id, user };
+    int nrows = 0;
+
+    if (aiprov_db_query(db, &sql_set_models, &nrows, 3, args) != APR_SUCCESS) {
+        return AIPROV_E_DATABASE_UNAVAILABLE;
+    }
+    return nrows == 1 ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND;
+}
+
 /* ------------------------------------------------------------ keys from OAuth */
 
 static const aiprov_sql_t sql_replace_key = {

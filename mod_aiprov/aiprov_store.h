@@ -71,6 +71,14 @@ aiprov_err_e aiprov_store_delete(aiprov_db_t *db, const char *user, const char *
 aiprov_err_e aiprov_store_put_key(aiprov_db_t *db, const char *user,
                                   const aiprov_new_row_t *n, const char **id);
 
+/* Add tokens to the row's usage and stamp last_used_at, in one UPDATE. */
+aiprov_err_e aiprov_store_add_usage(aiprov_db_t *db, const char *user, const char *id,
+                                    apr_int64_t tokens);
+
+/* Replace the row's supportedModels (JSON text). */
+aiprov_err_e aiprov_store_set_models(aiprov_db_t *db, const char *user, const char *id,
+                                     const char *models_json);
+
 /* OAuth states (OpenRouter PKCE): kept for ten minutes, taken once. */
 aiprov_err_e aiprov_store_state_add(aiprov_db_t *db, const char *user,
                                     const char *state_hash, const char *verifier_enc,

@@ -45,4 +45,4 @@ mod_aiprov is starting on http://$AIPROV_LISTEN (logs in $AIPROV_RUN). Try:
        -d '{"provider":"openai","apiKey":"sk-your-key-here","isDefault":true}' $base
 
 MSG
-exec /usr/sbin/apache2 -f "$top/conf/httpd.conf" -DFOREGROUND
+exec /usr/sbin/apache2 -f "${AIPROV_CONF:-$top/conf/httpd.conf}" -DFOREGROUND
