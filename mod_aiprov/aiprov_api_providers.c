@@ -3,6 +3,7 @@
 #include "aiprov_crypto.h"
 #include "aiprov_io.h"
 #include "aiprov_store.h"
+#include "aiprov_upstream.h"
 #include "aiprov_validate.h"
 
 #include <apr_time.h>
@@ -146,6 +147,33 @@ int aiprov_api_get(aiprov_req_t *q)
     return aiprov_send_json(q->r, HTTP_OK, json_pack("{s:o}", "provider", render_detail(q, row)));
 }
 
+/*
+ * AIProvVerifyKeys: the provider's cheapest call with the new key. Only a
+ * 401 or 403 refuses it; a provider that cannot be asked is a 502/504,
+ * since nothing can be said of the key.
+ */
+static aiprov_err_e verify_new_key(aiprov_req_t *q, const aiprov_create_t *c,
+                                   const char **err)
+{
+    aiprov_http_resp_t resp;
+    aiprov_http_result_e hr = aiprov_upstream_verify(q->r, q->conf, c->provider,
+                                                     c->row.api_url, c->api_key, &resp);
+    if (hr == AIPROV_HTTP_TIMEOUT) {
+        *err = "the provider did not answer in time: the key cannot be checked";
+        return AIPROV_E_UPSTREAM_TIMEOUT;
+    }
+    if (hr != AIPROV_HTTP_OK) {
+        *err = "the provider could not be reached: the key cannot be checked";
+        return AIPROV_E_UPSTREAM_FAILED;
+    }
+    if (resp.status == HTTP_UNAUTHORIZED || resp.status == HTTP_FORBIDDEN) {
+        *err = apr_psprintf(q->r->pool, "the provider rejected the key (HTTP %ld)",
+                            resp.status);
+        return AIPROV_E_INVALID_API_KEY;
+    }
+    return AIPROV_OK;
+}
+
 int aiprov_api_create(aiprov_req_t *q)
 {
     json_t *body;
@@ -158,6 +186,9 @@ int aiprov_api_create(aiprov_req_t *q)
         return rc;
     }
     e = aiprov_validate_create(q->r->pool, body, &c, &err);
+    if (e == AIPROV_OK && aiprov_config_verify_keys(q->conf)) {
+        e = verify_new_key(q, &c, &err);
+    }
     if (e == AIPROV_OK && c.api_key) {
         if (!q->conf->keyring) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, AIPROV_LOGNO(00401)
@@ -173,6 +204,8 @@ int aiprov_api_create(aiprov_req_t *q)
             e = AIPROV_E_ENCRYPTION_FAILED;
             err = "the key could not be encrypted";
         }
+    }
+    if (c.api_key) {
         /* the plaintext is done with: wipe it inside the parsed body */
         aiprov_wipe((char *)c.api_key, c.api_key_len);
     }

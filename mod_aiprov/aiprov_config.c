@@ -41,6 +41,7 @@ void *aiprov_config_create_dir(apr_pool_t *p, char *dir)
     c->mount = dir ? apr_pstrdup(p, dir) : NULL;
     c->trust_remote_user = AIPROV_UNSET;
     c->upstream_timeout = AIPROV_UNSET;
+    c->verify_keys = AIPROV_UNSET;
     return c;
 }
 
@@ -63,6 +64,7 @@ void *aiprov_config_merge_dir(apr_pool_t *p, void *basev, void *addv)
         c->provider_url[i] = MERGE_PTR(provider_url[i]);
     }
     c->upstream_timeout = MERGE_INT(upstream_timeout);
+    c->verify_keys = MERGE_INT(verify_keys);
     return c;
 }
 
@@ -96,6 +98,11 @@ const char *aiprov_config_provider_url(const aiprov_dir_conf *c, int provider)
 int aiprov_config_upstream_timeout(const aiprov_dir_conf *c, int fallback)
 {
     return c->upstream_timeout != AIPROV_UNSET ? c->upstream_timeout : fallback;
+}
+
+int aiprov_config_verify_keys(const aiprov_dir_conf *c)
+{
+    return c->verify_keys == 1;
 }
 
 /* ------------------------------------------------------------ setters */
@@ -156,9 +163,10 @@ static const char *set_session_query(cmd_parms *cmd, void *dconf, const char *qu
     return NULL;
 }
 
-static const char *set_trust_remote_user(cmd_parms *cmd, void *dconf, int on)
+static const char *set_flag(cmd_parms *cmd, void *dconf, int on)
 {
-    ((aiprov_dir_conf *)dconf)->trust_remote_user = on ? 1 : 0;
+    /* cmd->info: the member's offset in aiprov_dir_conf */
+    *(int *)((char *)dconf + (apr_size_t)cmd->info) = on ? 1 : 0;
     return NULL;
 }
 
@@ -226,8 +234,12 @@ const command_rec aiprov_cmds[] = {
         "all are tried to decrypt"),
     AP_INIT_TAKE1(AIPROV_DIR_SESSION_QUERY, set_session_query, NULL, AIPROV_SCOPE,
         "SQL mapping a bearer token (the one %s) to a user id (first column)"),
-    AP_INIT_FLAG(AIPROV_DIR_TRUST_REMOTE, set_trust_remote_user, NULL, AIPROV_SCOPE,
+    AP_INIT_FLAG(AIPROV_DIR_TRUST_REMOTE, set_flag,
+        (void *)APR_OFFSETOF(aiprov_dir_conf, trust_remote_user), AIPROV_SCOPE,
         "On: the user set by another auth module (REMOTE_USER) is the user id"),
+    AP_INIT_FLAG(AIPROV_DIR_VERIFY_KEYS, set_flag,
+        (void *)APR_OFFSETOF(aiprov_dir_conf, verify_keys), AIPROV_SCOPE,
+        "On: a new key is checked with the provider, and refused if it rejects it"),
     AP_INIT_TAKE1(AIPROV_DIR_OR_AUTH_URL, set_openrouter_url, (void *)0, AIPROV_SCOPE,
         "OpenRouter's authorization page"),
     AP_INIT_TAKE1(AIPROV_DIR_OR_EXCHANGE_URL, set_openrouter_url, (void *)1, AIPROV_SCOPE,

@@ -14,6 +14,7 @@
 #define AIPROV_DIR_OR_EXCHANGE_URL  "AIProvOpenRouterExchangeURL"
 #define AIPROV_DIR_PROVIDER_URL     "AIProvProviderURL"
 #define AIPROV_DIR_UPSTREAM_TIMEOUT "AIProvUpstreamTimeout"
+#define AIPROV_DIR_VERIFY_KEYS     "AIProvVerifyKeys"
 
 #define AIPROV_UNSET (-1)
 
@@ -56,6 +57,7 @@ typedef struct {
     const char *openrouter_exchange_url;
     const char *provider_url[AIPROV_P_COUNT];
     int upstream_timeout;                /* seconds */
+    int verify_keys;                     /* ask the provider before storing a key */
 } aiprov_dir_conf;
 
 void *aiprov_config_create_dir(apr_pool_t *p, char *dir);
@@ -72,5 +74,6 @@ const char *aiprov_config_openrouter_auth_url(const aiprov_dir_conf *c);
 const char *aiprov_config_openrouter_exchange_url(const aiprov_dir_conf *c);
 const char *aiprov_config_provider_url(const aiprov_dir_conf *c, int provider);
 int aiprov_config_upstream_timeout(const aiprov_dir_conf *c, int fallback);
+int aiprov_config_verify_keys(const aiprov_dir_conf *c);
 
 #endif
