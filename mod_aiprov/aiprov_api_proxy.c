@@ -17,7 +17,12 @@
 #include "aiprov_upstream.h"
 #include "aiprov_usage.h"
 
+#include <errno.h>
+#include <sys/socket.h>
+
 #include <apr_lib.h>
+#include <apr_portable.h>
+#include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
 
@@ -109,6 +114,26 @@ static int on_body(void *ctx, const char *data, apr_size_t len)
            == APR_SUCCESS ? 0 : 1;
 }
 
+/* Has the client closed its side? Seen while the provider is still silent,
+ * so a hanging upstream does not outlive the client who asked. */
+static int on_tick(void *ctx)
+{
+    proxy_t *x = ctx;
+    apr_os_sock_t fd;
+    char b;
+    ssize_t n;
+
+    if (apr_os_sock_get(&fd, ap_get_conn_socket(x->r->connection)) != APR_SUCCESS) {
+        return 0;
+    }
+    n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        x->client_gone = 1;
+        return 1;
+    }
+    return 0;
+}
+
 /* The path after "/{id}/proxy/" as the client wrote it (still encoded), and
  * the query: NULL when the path is no fit to append to a base URL. */
 static const char *upstream_path(request_rec *r, const char *id)
@@ -178,16 +203,21 @@ static void ask_for_usage(request_rec *r, int provider, char **body, apr_size_t 
     }
 }
 
-static void record_usage(aiprov_req_t *q, proxy_t *x)
+/* Add what the provider reported. An answer that ended without usage is
+ * logged and stamps last_used_at (never a silent free call); one that broke
+ * off without usage counts nothing. */
+static void record_usage(aiprov_req_t *q, proxy_t *x, int complete)
 {
     apr_int64_t tokens = 0;
     int reported = x->usage && aiprov_usage_total(x->usage, &tokens);
 
     if (!reported) {
-        /* logged, never taken as a free call: the stamp still moves */
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, q->r, AIPROV_LOGNO(00601)
-                      "provider %s answered HTTP %ld without reporting token usage",
-                      q->id, x->status);
+                      "provider %s answered HTTP %ld without reporting token usage%s",
+                      q->id, x->status, complete ? "" : " before it broke off");
+        if (!complete) {
+            return;
+        }
     }
     if (aiprov_store_add_usage(q->db, q->user, q->id, tokens) != AIPROV_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, AIPROV_LOGNO(00602)
@@ -275,18 +305,26 @@ int aiprov_api_proxy(aiprov_req_t *q)
     sink.ctx = &x;
     sink.on_head = on_head;
     sink.on_body = on_body;
+    sink.on_tick = on_tick;
     hr = aiprov_http_stream(r, &req, &sink);
+    if (!x.passing && x.err) {
+        /* the provider's own error may quote the key: masked while it is known */
+        x.err = aiprov_upstream_mask(r->pool, x.err, x.err_len, key, &x.err_len);
+    }
     if (key) {
         aiprov_wipe(key, key_len);
     }
 
     if (x.passing) {
-        record_usage(q, &x);
-        if (x.client_gone) {
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, AIPROV_LOGNO(00603)
-                          "the client went away: the call to the provider was stopped");
-            return DONE;
-        }
+        record_usage(q, &x, hr == AIPROV_HTTP_OK);
+    }
+    if (x.client_gone) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, AIPROV_LOGNO(00603)
+                      "the client went away: the call to the provider was stopped");
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return DONE;
+    }
+    if (x.passing) {
         if (hr != AIPROV_HTTP_OK) {
             /* a broken answer: 502 in the error bucket makes httpd drop the
              * connection without a last chunk, so the client sees truncation */
@@ -310,8 +348,8 @@ int aiprov_api_proxy(aiprov_req_t *q)
     }
     if (hr == AIPROV_HTTP_OK && x.status >= 100) {
         /* the provider's own error, passed on with key-shaped text masked */
-        apr_size_t len;
-        char *masked = aiprov_upstream_mask(r->pool, x.err ? x.err : "", x.err_len, NULL, &len);
+        apr_size_t len = x.err_len;
+        char *masked = x.err ? x.err : "";
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, AIPROV_LOGNO(00605)
                       "the provider answered HTTP %ld", x.status);
         r->status = (int)x.status;

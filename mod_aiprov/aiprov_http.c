@@ -67,6 +67,17 @@ static size_t on_data(char *data, size_t size, size_t n, void *userp)
     return len;
 }
 
+static int on_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow)
+{
+    transfer_t *t = userp;
+    if (t->sink->on_tick(t->sink->ctx) != 0) {
+        t->stopped = 1;
+        return 1;   /* aborts the transfer */
+    }
+    return 0;
+}
+
 aiprov_http_result_e aiprov_http_stream(request_rec *r, const aiprov_http_req_t *req,
                                         const aiprov_http_sink_t *sink)
 {
@@ -121,6 +132,11 @@ aiprov_http_result_e aiprov_http_stream(request_rec *r, const aiprov_http_req_t 
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+    if (sink->on_tick) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+    }
 
     cc = curl_easy_perform(c);
     if (cc == CURLE_OK) {
@@ -150,6 +166,9 @@ aiprov_http_result_e aiprov_http_stream(request_rec *r, const aiprov_http_req_t 
                       *errbuf ? errbuf : curl_easy_strerror(cc));
     }
 end:
+    for (n = hdrs; n; n = n->next) {
+        aiprov_wipe(n->data, strlen(n->data));   /* curl's copies of the key header */
+    }
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(c);
     return result;
@@ -191,7 +210,7 @@ aiprov_http_result_e aiprov_http_fetch(request_rec *r, const aiprov_http_req_t *
                                        aiprov_http_resp_t *resp)
 {
     collect_t c;
-    aiprov_http_sink_t sink = { &c, collect_head, collect_body };
+    aiprov_http_sink_t sink = { &c, collect_head, collect_body, NULL };
     aiprov_http_result_e result;
     char *body;
     apr_size_t len;
