@@ -219,7 +219,8 @@ static void record_usage(aiprov_req_t *q, proxy_t *x, int complete)
             return;
         }
     }
-    if (aiprov_store_add_usage(q->db, q->user, q->id, tokens) != AIPROV_OK) {
+    if (aiprov_db_reopen(q->db) != APR_SUCCESS
+        || aiprov_store_add_usage(q->db, q->user, q->id, tokens) != AIPROV_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, q->r, AIPROV_LOGNO(00602)
                       "the usage of provider %s (%" APR_INT64_T_FMT " tokens) "
                       "could not be recorded", q->id, tokens);
@@ -268,6 +269,10 @@ int aiprov_api_proxy(aiprov_req_t *q)
     if ((e = aiprov_upstream_key(r->pool, q->conf, row, &key, &key_len)) != AIPROV_OK) {
         return aiprov_send_error(r, e, "the stored key cannot be decrypted");
     }
+    /* no database connection is held while the client sends its body or
+     * the provider takes its time */
+    aiprov_db_release(q->db);
+
     if (ap_should_client_block(r) || apr_table_get(r->headers_in, "Transfer-Encoding")
         || apr_table_get(r->headers_in, "Content-Length")) {
         if ((rc = aiprov_read_body(r, aiprov_body_limit(r, PROXY_BODY_MAX), &body,

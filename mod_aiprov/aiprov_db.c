@@ -4,15 +4,19 @@
 #include <http_request.h>
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *dbd_acquire;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close;
 
 void aiprov_db_retrieve_functions(void)
 {
     dbd_acquire = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
+    dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+    dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
 }
 
 int aiprov_db_available(void)
 {
-    return dbd_acquire != NULL;
+    return dbd_acquire && dbd_open && dbd_close;
 }
 
 #define CONN_READY_KEY "aiprov_conn_ready"
@@ -58,26 +62,12 @@ static apr_status_t conn_init(aiprov_db_t *db)
     return APR_SUCCESS;
 }
 
-aiprov_db_t *aiprov_db_acquire(request_rec *r)
+/* Fill db for the connection dbd: dialect, per-connection settings. */
+static apr_status_t attach(aiprov_db_t *db, ap_dbd_t *dbd)
 {
-    aiprov_db_t *db;
-    ap_dbd_t *dbd;
-    const char *name;
+    const char *name = apr_dbd_name(dbd->driver);
 
-    if (!dbd_acquire) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, AIPROV_LOGNO(00102)
-                      "mod_dbd is not loaded: LoadModule dbd_module and configure DBDriver");
-        return NULL;
-    }
-    if (!(dbd = dbd_acquire(r))) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, AIPROV_LOGNO(00103)
-                      "no database connection from mod_dbd");
-        return NULL;
-    }
-    db = apr_pcalloc(r->pool, sizeof(*db));
-    db->r = r;
     db->dbd = dbd;
-    name = apr_dbd_name(dbd->driver);
     if (strcmp(name, "sqlite3") == 0) {
         db->dialect = AIPROV_SQLITE;
     }
@@ -85,11 +75,75 @@ aiprov_db_t *aiprov_db_acquire(request_rec *r)
         db->dialect = AIPROV_PGSQL;
     }
     else {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, AIPROV_LOGNO(00104)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, db->r, AIPROV_LOGNO(00104)
                       "DBDriver %s is not supported: use sqlite3 or pgsql", name);
+        return APR_ENOTIMPL;
+    }
+    return conn_init(db);
+}
+
+static apr_status_t release_cleanup(void *data)
+{
+    aiprov_db_release(data);
+    return APR_SUCCESS;
+}
+
+static aiprov_db_t *get(request_rec *r, int owned)
+{
+    aiprov_db_t *db;
+
+    if (!aiprov_db_available()) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, AIPROV_LOGNO(00102)
+                      "mod_dbd is not loaded: LoadModule dbd_module and configure DBDriver");
         return NULL;
     }
-    return conn_init(db) == APR_SUCCESS ? db : NULL;
+    db = apr_pcalloc(r->pool, sizeof(*db));
+    db->r = r;
+    db->owned = owned;
+    if (owned) {
+        /* given back at the latest when the request ends */
+        apr_pool_cleanup_register(r->pool, db, release_cleanup, apr_pool_cleanup_null);
+    }
+    if (aiprov_db_reopen(db) != APR_SUCCESS) {
+        return NULL;
+    }
+    return db;
+}
+
+aiprov_db_t *aiprov_db_acquire(request_rec *r)
+{
+    return get(r, 0);
+}
+
+aiprov_db_t *aiprov_db_open(request_rec *r)
+{
+    return get(r, 1);
+}
+
+apr_status_t aiprov_db_reopen(aiprov_db_t *db)
+{
+    ap_dbd_t *dbd = db->owned ? dbd_open(db->r->pool, db->r->server) : dbd_acquire(db->r);
+
+    if (!dbd) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, db->r, AIPROV_LOGNO(00103)
+                      "no database connection from mod_dbd");
+        return APR_EGENERAL;
+    }
+    if (attach(db, dbd) != APR_SUCCESS) {
+        aiprov_db_release(db);
+        return APR_EGENERAL;
+    }
+    return APR_SUCCESS;
+}
+
+void aiprov_db_release(aiprov_db_t *db)
+{
+    if (db->owned && db->dbd) {
+        dbd_close(db->r->server, db->dbd);
+    }
+    if (db->owned) {
+        db->dbd = NULL;
+    }
 }
 
 /* The connection's prepared statement for sql, prepared now if need be. */

@@ -24,6 +24,7 @@ typedef struct {
     ap_dbd_t *dbd;
     aiprov_dialect_e dialect;
     apr_dbd_transaction_t *trans;
+    int owned;          /* from ap_dbd_open: given back by aiprov_db_release */
 } aiprov_db_t;
 
 /* Resolve mod_dbd's optional functions (post_config). */
@@ -32,6 +33,15 @@ int aiprov_db_available(void);
 
 /* A connection for the request, NULL (logged) when there is none. */
 aiprov_db_t *aiprov_db_acquire(request_rec *r);
+
+/*
+ * A connection that can be given back before the request ends: the proxy
+ * holds none while it waits for a provider (mod_dbd's pool is small).
+ * release() gives it back; reopen() takes one again (APR_SUCCESS or not).
+ */
+aiprov_db_t *aiprov_db_open(request_rec *r);
+void aiprov_db_release(aiprov_db_t *db);
+apr_status_t aiprov_db_reopen(aiprov_db_t *db);
 
 /*
  * Run a statement. Arguments are strings (NULL is SQL NULL).

@@ -145,7 +145,8 @@ int aiprov_handler(request_rec *r)
         && !apr_table_get(r->headers_in, "Authorization")) {
         return aiprov_send_error(r, AIPROV_E_UNAUTHORIZED, "a session is required");
     }
-    if (!(q.db = aiprov_db_acquire(r))) {
+    /* the proxy gives its connection back while it waits for the provider */
+    if (!(q.db = route->any ? aiprov_db_open(r) : aiprov_db_acquire(r))) {
         return aiprov_send_error(r, AIPROV_E_DATABASE_UNAVAILABLE,
                                  "the database is unavailable");
     }
