@@ -13,6 +13,7 @@ PKGS=(
   # test: Apache::Test ships in libapache2-mod-perl2 on Debian (no separate package)
   libapache2-mod-perl2 libapache2-mod-perl2-dev libwww-perl libjson-perl
   libdbd-sqlite3-perl libdbd-pg-perl sqlite3 postgresql postgresql-client curl
+  nodejs   # Web Crypto, to prove ciphertexts interchangeable with the original
 )
 
 missing=()
