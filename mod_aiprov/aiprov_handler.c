@@ -4,6 +4,7 @@
 #include "aiprov_io.h"
 #include "aiprov_validate.h"
 
+#include <http_core.h>
 #include <http_protocol.h>
 #include <http_request.h>
 
@@ -96,6 +97,41 @@ static aiprov_endpoint_fn method_fn(const aiprov_route_t *route, int method)
     }
 }
 
+/* The length of path (trailing slashes ignored) when it is r->uri or a
+ * parent of it; -1 when it is not. */
+static int prefix_len(const request_rec *r, const char *path)
+{
+    apr_size_t len;
+
+    if (!path || *path != '/') {
+        return -1;
+    }
+    len = strlen(path);
+    while (len > 0 && path[len - 1] == '/') {
+        len--;
+    }
+    if (strncmp(r->uri, path, len) != 0 || (r->uri[len] != '\0' && r->uri[len] != '/')) {
+        return -1;
+    }
+    return (int)len;
+}
+
+/*
+ * The URL path the API is mounted at: the <Location> holding SetHandler
+ * aiprov. httpd keeps the innermost section's path in core's configuration,
+ * and ours has the innermost section with an AIProv directive; the shorter
+ * of the two that the request lies below is the mount, so an inner section
+ * with more AIProv settings does not move it. NULL: not in a <Location>.
+ */
+static const char *mount_of(request_rec *r, const aiprov_dir_conf *conf)
+{
+    const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
+    int a = prefix_len(r, core->d), b = prefix_len(r, conf->mount);
+    int len = a < 0 ? b : b < 0 ? a : a < b ? a : b;
+
+    return len < 0 ? NULL : apr_pstrmemdup(r->pool, r->uri, (apr_size_t)len);
+}
+
 int aiprov_handler(request_rec *r)
 {
     aiprov_req_t q;
@@ -114,23 +150,19 @@ int aiprov_handler(request_rec *r)
     q.mount = q.conf->mount;
     aiprov_io_json_errors(r);
 
-    /* the API lives below the <Location> that holds SetHandler aiprov */
-    mlen = q.mount ? strlen(q.mount) : 0;
-    while (mlen > 0 && q.mount[mlen - 1] == '/') {
-        mlen--;
-    }
-    if (!q.mount || *q.mount != '/' || strncmp(r->uri, q.mount, mlen) != 0) {
+    if (!(q.mount = mount_of(r, q.conf))) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, AIPROV_LOGNO(00301)
                       "SetHandler aiprov belongs in a <Location> section");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    q.mount = apr_pstrmemdup(r->pool, q.mount, mlen);
+    mlen = strlen(q.mount);
 
     if (!(route = match(&q, r->uri + mlen, &err))) {
         return aiprov_send_error(r, AIPROV_E_INVALID_REQUEST, "%s", err);
     }
     if (r->method_number == M_OPTIONS) {
         apr_table_setn(r->headers_out, "Allow", route->allow);
+        apr_table_setn(r->headers_out, "Cache-Control", "no-store");
         r->status = HTTP_NO_CONTENT;
         return OK;
     }
