@@ -8,6 +8,8 @@
 #   A: 50 ms upstream delay, 256 connections     B: instant upstream, 32 connections
 # Columns: requests/s, p50 and p99 latency, httpd CPU ms per request, httpd RSS.
 # Run as root from the checkout after a build: bench/run.sh [seconds per run, default 10]
+# BENCH_SCENARIOS="A B" and BENCH_TARGETS="direct stock aiprov" pick a subset
+# (e.g. to profile one with perf while it runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -62,8 +64,15 @@ ThreadsPerChild 100
 ThreadLimit 100
 MaxRequestWorkers 400
 MaxConnectionsPerChild 0
+# keep every process: CPU is read from the processes alive at the end
+MinSpareThreads 25
+MaxSpareThreads 400
 KeepAliveTimeout 30
 MaxKeepAliveRequests 0
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
 DBDriver sqlite3
 DBDParams "$work/aiprov.db"
 DBDMax 100
@@ -148,12 +157,14 @@ direct_url="http://127.0.0.1:$mock_port/v1/chat/completions"
 echo "mod_aiprov benchmark: $(nproc) cores, ${secs}s per run, wrk -t2; httpd event MPM"
 for scenario in "A 50 256" "B 0 32"; do
     read -r label delay conns <<<"$scenario"
+    [[ " ${BENCH_SCENARIOS:-A B} " == *" $label "* ]] || continue
     start_mock "$delay"
     header "Scenario $label: upstream delay ${delay} ms, $conns connections"
     for stream in 0 1; do
-        run direct "$direct_url" "$conns" "$stream"
-        run stock "$stock_url" "$conns" "$stream"
-        run aiprov "$aiprov_url" "$conns" "$stream"
+        for target in ${BENCH_TARGETS:-direct stock aiprov}; do
+            url_var=${target}_url
+            run "$target" "${!url_var}" "$conns" "$stream"
+        done
     done
 done
 usage=$(sqlite3 "$work/aiprov.db" "SELECT current_usage FROM ai_provider WHERE id = '$id'")

@@ -180,7 +180,8 @@ static void ask_for_usage(request_rec *r, int provider, char **body, apr_size_t 
         && provider != AIPROV_P_GEMINI) {
         return;
     }
-    if (!*len || !memchr(*body, '{', *len)) {
+    /* most calls are not streamed: no parse unless the word is there */
+    if (!*len || !memmem(*body, *len, "\"stream\"", 8)) {
         return;
     }
     j = aiprov_json_pool(r->pool, json_loadb(*body, *len, 0, NULL));

@@ -24,8 +24,9 @@ int aiprov_db_available(void)
 /*
  * SQLite settings are per connection, so they are set on each connection the
  * first time this module uses it: foreign keys (ON DELETE CASCADE), secure
- * deletion (deleted ciphertexts are overwritten in the file) and a busy
- * timeout for the other httpd processes that write.
+ * deletion (deleted ciphertexts are overwritten in the file), a busy
+ * timeout for the other httpd processes that write, and WAL's usual
+ * synchronous level.
  */
 static apr_status_t conn_init(aiprov_db_t *db)
 {
@@ -34,6 +35,8 @@ static apr_status_t conn_init(aiprov_db_t *db)
         "PRAGMA foreign_keys = ON",
         "PRAGMA secure_delete = ON",
         "PRAGMA busy_timeout = 5000",
+        /* with WAL, commits need no fsync; a power cut may lose the last ones */
+        "PRAGMA synchronous = NORMAL",
     };
     apr_size_t i;
 

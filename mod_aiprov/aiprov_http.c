@@ -3,6 +3,7 @@
 #include "aiprov_crypto.h"
 #include "aiprov_io.h"
 
+#include <apr_thread_proc.h>
 #include <curl/curl.h>
 
 static int curl_ready;
@@ -22,6 +23,51 @@ void aiprov_http_global_init(apr_pool_t *process_pool)
         apr_pool_cleanup_register(process_pool, NULL, global_cleanup,
                                   apr_pool_cleanup_null);
     }
+}
+
+/*
+ * One easy handle per worker thread, reset between calls: its connection
+ * cache keeps the TCP (and TLS) connection to a provider open from one call
+ * to the next, instead of a new handshake per request.
+ */
+static apr_threadkey_t *handle_key;
+
+static void handle_destroy(void *handle)
+{
+    if (handle) {
+        curl_easy_cleanup(handle);
+    }
+}
+
+void aiprov_http_child_init(apr_pool_t *pchild)
+{
+    if (apr_threadkey_private_create(&handle_key, handle_destroy, pchild) != APR_SUCCESS) {
+        handle_key = NULL;   /* then a handle per call */
+    }
+}
+
+static CURL *handle_get(void)
+{
+    void *h = NULL;
+    if (handle_key && apr_threadkey_private_get(&h, handle_key) == APR_SUCCESS && h) {
+        curl_easy_reset(h);
+        return h;
+    }
+    h = curl_easy_init();
+    if (h && handle_key && apr_threadkey_private_set(h, handle_key) == APR_SUCCESS) {
+        return h;
+    }
+    return h;
+}
+
+static void handle_put(CURL *h)
+{
+    void *kept = NULL;
+    if (handle_key && apr_threadkey_private_get(&kept, handle_key) == APR_SUCCESS
+        && kept == h) {
+        return;   /* the thread's own: kept for the next call */
+    }
+    curl_easy_cleanup(h);
 }
 
 typedef struct {
@@ -89,7 +135,7 @@ aiprov_http_result_e aiprov_http_stream(request_rec *r, const aiprov_http_req_t 
     aiprov_http_result_e result = AIPROV_HTTP_FAILED;
     int i;
 
-    if (!(c = curl_easy_init())) {
+    if (!(c = handle_get())) {
         return AIPROV_HTTP_FAILED;
     }
     memset(&t, 0, sizeof(t));
@@ -170,7 +216,8 @@ end:
         aiprov_wipe(n->data, strlen(n->data));   /* curl's copies of the key header */
     }
     curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
+    /* the reset at the next use forgets this call's options and callbacks */
+    handle_put(c);
     return result;
 }
 

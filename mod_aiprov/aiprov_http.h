@@ -47,7 +47,10 @@ typedef struct {
 /* Once per process, before any thread: curl_global_init. */
 void aiprov_http_global_init(apr_pool_t *process_pool);
 
-/* One call with a fresh easy handle, streamed into sink (max_response is not
+/* In each child: the per-thread handle cache. */
+void aiprov_http_child_init(apr_pool_t *pchild);
+
+/* One call (on the thread's reused easy handle), streamed into sink (max_response is not
  * applied: the sink decides). Failures are logged without secrets. */
 aiprov_http_result_e aiprov_http_stream(request_rec *r, const aiprov_http_req_t *req,
                                         const aiprov_http_sink_t *sink);

@@ -31,8 +31,14 @@ static int aiprov_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *p
     return OK;
 }
 
+static void aiprov_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    aiprov_http_child_init(pchild);
+}
+
 static void aiprov_register_hooks(apr_pool_t *p)
 {
+    ap_hook_child_init(aiprov_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_pre_config(aiprov_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(aiprov_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(aiprov_handler, NULL, NULL, APR_HOOK_MIDDLE);
