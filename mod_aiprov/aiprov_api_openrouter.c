@@ -52,21 +52,26 @@ static const char *get_string(json_t *body, const char *field, int *bad)
     return json_string_value(v);
 }
 
-/* Fields other than the allowed ones: the first, or NULL. */
-static const char *unknown_field(json_t *body, const char *const allowed[])
+/* Read the JSON body and refuse fields other than the allowed ones. */
+static int read_body(request_rec *r, const char *const allowed[], json_t **body)
 {
     const char *field;
     json_t *v;
-    int i;
+    int i, rc;
 
-    json_object_foreach(body, field, v) {
+    if ((rc = aiprov_read_json_object(r, body)) != OK) {
+        return rc;
+    }
+    json_object_foreach(*body, field, v) {
         for (i = 0; allowed[i] && strcmp(allowed[i], field) != 0; i++)
             ;
         if (!allowed[i]) {
-            return field;
+            aiprov_send_error(r, AIPROV_E_INVALID_REQUEST, "unknown field %s",
+                              aiprov_field_name(r->pool, field));
+            return DONE;
         }
     }
-    return NULL;
+    return OK;
 }
 
 static int check_callback(apr_pool_t *p, const char *url)
@@ -114,18 +119,14 @@ int aiprov_api_openrouter_authorize(aiprov_req_t *q)
     static const char *const allowed[] = { "callbackUrl", NULL };
     request_rec *r = q->r;
     json_t *body;
-    const char *callback, *field, *state, *verifier, *challenge, *verifier_enc, *base;
+    const char *callback, *state, *verifier, *challenge, *verifier_enc, *base;
     const char *callback_with_state;
     unsigned char rnd[32], md[32];
     int rc, bad = 0;
     aiprov_err_e e;
 
-    if ((rc = aiprov_read_json_object(r, &body)) != OK) {
+    if ((rc = read_body(r, allowed, &body)) != OK) {
         return rc;
-    }
-    if ((field = unknown_field(body, allowed)) != NULL) {
-        return aiprov_send_error(r, AIPROV_E_INVALID_REQUEST, "unknown field %s",
-                                 aiprov_field_name(r->pool, field));
     }
     callback = get_string(body, "callbackUrl", &bad);
     if (!callback || bad || !check_callback(r->pool, callback)) {
@@ -241,7 +242,7 @@ int aiprov_api_openrouter_exchange(aiprov_req_t *q)
     };
     request_rec *r = q->r;
     json_t *body, *answer, *jkey, *juser;
-    const char *field, *code, *verifier, *method, *state, *key_err;
+    const char *code, *verifier, *method, *state, *key_err;
     char *verifier_plain = NULL;
     apr_size_t verifier_len = 0;
     aiprov_http_req_t req;
@@ -254,12 +255,8 @@ int aiprov_api_openrouter_exchange(aiprov_req_t *q)
     int rc, bad = 0, timeout;
     aiprov_err_e e;
 
-    if ((rc = aiprov_read_json_object(r, &body)) != OK) {
+    if ((rc = read_body(r, allowed, &body)) != OK) {
         return rc;
-    }
-    if ((field = unknown_field(body, allowed)) != NULL) {
-        return aiprov_send_error(r, AIPROV_E_INVALID_REQUEST, "unknown field %s",
-                                 aiprov_field_name(r->pool, field));
     }
     code = get_string(body, "code", &bad);
     verifier = get_string(body, "codeVerifier", &bad);

@@ -270,15 +270,21 @@ aiprov_err_e aiprov_store_update(aiprov_db_t *db, const char *user, const char *
     return finish(db, nrows == 1 ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND);
 }
 
-aiprov_err_e aiprov_store_delete(aiprov_db_t *db, const char *user, const char *id)
+/* A statement that changes the one row of the user's it names, if any. */
+static aiprov_err_e change_one(aiprov_db_t *db, const aiprov_sql_t *sql, int nargs,
+                               const char **args)
 {
-    const char *args[] = { id, user };
     int nrows = 0;
-
-    if (aiprov_db_query(db, &sql_delete, &nrows, 2, args) != APR_SUCCESS) {
+    if (aiprov_db_query(db, sql, &nrows, nargs, args) != APR_SUCCESS) {
         return AIPROV_E_DATABASE_UNAVAILABLE;
     }
     return nrows == 1 ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND;
+}
+
+aiprov_err_e aiprov_store_delete(aiprov_db_t *db, const char *user, const char *id)
+{
+    const char *args[] = { id, user };
+    return change_one(db, &sql_delete, 2, args);
 }
 
 /* ------------------------------------------------------------ usage */
@@ -304,24 +310,14 @@ aiprov_err_e aiprov_store_add_usage(aiprov_db_t *db, const char *user, const cha
                                     apr_int64_t tokens)
 {
     const char *args[] = { apr_psprintf(db->r->pool, "%" APR_INT64_T_FMT, tokens), id, user };
-    int nrows = 0;
-
-    if (aiprov_db_query(db, &sql_add_usage, &nrows, 3, args) != APR_SUCCESS) {
-        return AIPROV_E_DATABASE_UNAVAILABLE;
-    }
-    return nrows == 1 ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND;
+    return change_one(db, &sql_add_usage, 3, args);
 }
 
 aiprov_err_e aiprov_store_set_models(aiprov_db_t *db, const char *user, const char *id,
                                      const char *models_json)
 {
     const char *args[] = { models_json, id, user };
-    int nrows = 0;
-
-    if (aiprov_db_query(db, &sql_set_models, &nrows, 3, args) != APR_SUCCESS) {
-        return AIPROV_E_DATABASE_UNAVAILABLE;
-    }
-    return nrows == 1 ? AIPROV_OK : AIPROV_E_PROVIDER_NOT_FOUND;
+    return change_one(db, &sql_set_models, 3, args);
 }
 
 /* ------------------------------------------------------------ keys from OAuth */
