@@ -274,7 +274,7 @@ int aiprov_api_proxy(aiprov_req_t *q)
      * the provider takes its time */
     aiprov_db_release(q->db);
 
-    if (ap_should_client_block(r) || apr_table_get(r->headers_in, "Transfer-Encoding")
+    if (apr_table_get(r->headers_in, "Transfer-Encoding")
         || apr_table_get(r->headers_in, "Content-Length")) {
         if ((rc = aiprov_read_body(r, aiprov_body_limit(r, PROXY_BODY_MAX), &body,
                                    &body_len)) != OK) {
