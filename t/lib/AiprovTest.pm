@@ -13,6 +13,17 @@ package AiprovTest;
 #
 # api() decodes the body only when the response's Content-Type is JSON, so a
 # response that is JSON but labelled otherwise gives $data undef.
+#
+# The mock of OpenRouter and the providers (t/mock/upstream.pl, see
+# t/mock/README.md) is started by t/TEST.PL before httpd:
+#   mock_port()               its port (t/tmp/mock.port, else $ENV{AIPROV_MOCK_PORT})
+#   mock_url($path)           "http://127.0.0.1:PORT$path"
+#   mock_get($path)           GET, the answer's JSON decoded (undef if not JSON)
+#   mock_post($path, $ref)    POST $ref as JSON, the answer's JSON decoded
+#   mock_reset()              forget captured requests and OAuth codes
+#   mock_captured()           arrayref of the captured requests, oldest first:
+#                             {seq, time, method, path, headers{lc name}, body}
+# They die when the mock cannot be reached (a harness problem, not a test result).
 use strict;
 use warnings;
 use Exporter 'import';
@@ -25,7 +36,8 @@ use HTTP::Request ();
 use JSON::PP ();
 
 our @EXPORT = qw(backend db reset_db make_user make_session api error_log
-                 row count_rows httpd_bin module_so);
+                 row count_rows httpd_bin module_so
+                 mock_port mock_url mock_get mock_post mock_reset mock_captured);
 our @EXPORT_OK = qw(modules_conf t_dir);
 
 # t/ as an absolute path, from this file's own location (t/lib/AiprovTest.pm).
@@ -127,6 +139,51 @@ sub api {
         $data = eval { $JSON->decode($res->content) };
     }
     return ($res, $data);
+}
+
+# ------------------------------------------------------------ the mock
+
+sub mock_port {
+    my $p = slurp("$T_DIR/tmp/mock.port");
+    return $1 if $p =~ /^(\d+)\s*\z/;
+    return $1 if ($ENV{AIPROV_MOCK_PORT} // '') =~ /^(\d+)\z/;
+    die "the mock's port is unknown (no t/tmp/mock.port): t/TEST.PL starts it\n";
+}
+
+sub mock_url { my $path = shift // ''; 'http://127.0.0.1:' . mock_port() . $path }
+
+my $MOCK_UA;
+sub mock_request {
+    my ($method, $path, $ref) = @_;
+    require LWP::UserAgent;
+    $MOCK_UA ||= LWP::UserAgent->new(timeout => 30, max_redirect => 0, env_proxy => 0,
+                                     agent => 'aiprov-test');
+    my $req = HTTP::Request->new($method => mock_url($path));
+    if (defined $ref) {
+        my $body = $JSON->encode($ref);
+        $req->content($body);
+        $req->header('Content-Type' => 'application/json', 'Content-Length' => length $body);
+    }
+    my $res = $MOCK_UA->request($req);
+    die "mock: $method $path: " . $res->status_line . "\n"
+        if $res->code == 500 && ($res->header('Client-Warning') // '') eq 'Internal response';
+    ($res->header('Content-Type') // '') =~ m{^application/json\b}i
+        ? eval { $JSON->decode($res->content) } : undef;
+}
+
+sub mock_get  { mock_request(GET  => $_[0]) }
+sub mock_post { mock_request(POST => $_[0], $_[1]) }
+
+sub mock_reset {
+    my $r = mock_request(POST => '/_mock/reset');
+    die "mock: reset failed\n" unless ref $r eq 'HASH' && $r->{reset};
+    1;
+}
+
+sub mock_captured {
+    my $r = mock_request(GET => '/_mock/captured');
+    die "mock: /_mock/captured did not answer a JSON array\n" unless ref $r eq 'ARRAY';
+    $r;
 }
 
 sub slurp { my $f = shift; open my $fh, '<:raw', $f or return ''; local $/; <$fh> }
