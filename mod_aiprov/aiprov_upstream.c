@@ -148,10 +148,15 @@ char *aiprov_upstream_mask(apr_pool_t *p, const char *text, apr_size_t len,
 
     while (i < len) {
         int start = i == 0 || !key_char(text[i - 1]);
-        if (klen >= 8 && len - i >= klen && memcmp(text + i, key, klen) == 0) {
+        apr_size_t m = 0;
+        /* the key, or its first 8 or more characters (providers quote a start) */
+        while (m < klen && i + m < len && text[i + m] == key[m]) {
+            m++;
+        }
+        if (m >= 8) {
             memcpy(out + o, "***", 3);
             o += 3;
-            i += klen;
+            i += m;
             continue;
         }
         for (k = 0; start && key_prefixes[k]; k++) {

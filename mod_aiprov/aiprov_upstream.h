@@ -34,7 +34,8 @@ aiprov_http_result_e aiprov_upstream_verify(request_rec *r, const aiprov_dir_con
                                             int provider, const char *api_url,
                                             const char *key, aiprov_http_resp_t *resp);
 
-/* Replace key-shaped text (and key itself, if given) in text with "***". */
+/* Replace key-shaped text, and key itself or any start of it of 8 or more
+ * characters (if key is given), in text with "***". */
 char *aiprov_upstream_mask(apr_pool_t *p, const char *text, apr_size_t len,
                            const char *key, apr_size_t *out_len);
 
