@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install, build and start the mod_aiprov API on 127.0.0.1:8080 with SQLite
 # and a generated encryption key, in the foreground (Ctrl-C stops it).
-# Everything it makes lives in ./run (database, key, logs); run it as root.
+# Everything it makes lives in ./run (database, key, logs), or in
+# /var/lib/aiprov-quickstart when httpd's user cannot reach the checkout; run it as root.
 #   AIPROV_LISTEN=127.0.0.1:9090 tools/quickstart.sh    another address
 #   tools/quickstart.sh --no-install                     skip apt-get
 set -euo pipefail
@@ -18,6 +19,12 @@ fi
 export AIPROV_RUN=$top/run AIPROV_MODULE=$top/mod_aiprov/.libs/mod_aiprov.so
 export AIPROV_LISTEN=${AIPROV_LISTEN:-127.0.0.1:8080} AIPROV_USER=${AIPROV_USER:-www-data}
 mkdir -p "$AIPROV_RUN"
+# httpd's children must reach the database: a checkout in a private home
+# directory (0700) is out of their reach, so the files go elsewhere then.
+if ! runuser -u "$AIPROV_USER" -- test -x "$AIPROV_RUN/.."; then
+    AIPROV_RUN=/var/lib/aiprov-quickstart
+    mkdir -p "$AIPROV_RUN"
+fi
 
 # The key: base64 of 32 random bytes, readable by root alone (httpd reads it
 # before it gives up root).
