@@ -120,7 +120,7 @@ subtest 'models: the list replaces what was stored' => sub {
 subtest 'models with a key the provider refuses: an upstream error, nothing stored' => sub {
     my ($r) = call(PUT => M . "/$BADID{openai}", token => $tok2, json => { supportedModels => ['keep-me'] });
     my ($res) = call(GET => M . "/$BADID{openai}/models", token => $tok2);
-    is_error($res, 502, 'UPSTREAM_FAILED', '502');
+    is_error($res, 502, 'UPSTREAM_FAILED', 'status 502');
     is_deeply detail($tok2, $BADID{openai})->{supportedModels}, ['keep-me'], 'supportedModels untouched';
     ok no_secret_in($res->as_string, @SECRETS), 'the quoted key is not passed on';
 };
@@ -260,7 +260,7 @@ subtest 'AIProvVerifyKeys On, provider unreachable: the key cannot be checked, n
     my $t = session($u);
     my $rows = count_rows();
     my ($res) = call(POST => $V, token => $t, json => { provider => 'ollama', apiUrl => 'http://127.0.0.1:1' });
-    is_error($res, 502, 'UPSTREAM_FAILED', '502');
+    is_error($res, 502, 'UPSTREAM_FAILED', 'status 502');
     is count_rows(), $rows, 'no row';
 };
 

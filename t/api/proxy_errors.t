@@ -193,7 +193,7 @@ subtest "anthropic: the provider's 401 passes through" => sub {
     my $check = counts_nothing($BADID{anthropic}, 'anthropic');
     my ($res) = call(POST => M . "/$BADID{anthropic}/proxy/messages", token => $tok2,
                      json => { model => 'c', max_tokens => 1 });
-    is $res->code, 401, '401';
+    is $res->code, 401, 'status 401';
     my $d = eval { $JSON->decode($res->content) } || {};
     is $d->{error}{type}, 'authentication_error', "Anthropic's error passed through";
     ok no_secret_in($res->as_string, @SECRETS), 'no key in the answer';
@@ -256,7 +256,7 @@ subtest 'unknown id, another user\'s id, no session: nothing forwarded' => sub {
 subtest 'a key that no longer decrypts: 500 ENCRYPTION_FAILED, nothing forwarded' => sub {
     mock_reset();
     my ($res) = call(POST => "/wrongkey/ai-providers/$ID{openai}/proxy/chat/completions", token => $tok, json => $chat);
-    is_error($res, 500, 'ENCRYPTION_FAILED', '500');
+    is_error($res, 500, 'ENCRYPTION_FAILED', 'status 500');
     is scalar @{ captured() }, 0, 'nothing reached the provider';
 };
 
