@@ -57,11 +57,4 @@ typedef enum {
     AIPROV_E_UPSTREAM_TIMEOUT
 } aiprov_err_e;
 
-/* An error on its way to the client: the code picks status and name,
- * the message is a human sentence that never holds a secret. */
-typedef struct {
-    aiprov_err_e code;
-    const char *message;
-} aiprov_error_t;
-
 #endif /* AIPROV_H */
