@@ -32,7 +32,6 @@
 
 typedef struct {
     request_rec *r;
-    const char *key;
     aiprov_usage_t *usage;
     long status;
     int passing;          /* a 2xx answer: streamed to the client */
@@ -306,7 +305,6 @@ int aiprov_api_proxy(aiprov_req_t *q)
 
     memset(&x, 0, sizeof(x));
     x.r = r;
-    x.key = key;
     x.bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     sink.ctx = &x;
     sink.on_head = on_head;
