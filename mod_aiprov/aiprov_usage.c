@@ -141,7 +141,7 @@ static void line(aiprov_usage_t *u, const char *s, apr_size_t len)
 
 static void append(aiprov_usage_t *u, const char *data, apr_size_t len)
 {
-    if (u->overflow) {
+    if (u->overflow || len == 0) {
         return;
     }
     if (u->len + len > u->max) {

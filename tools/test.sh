@@ -142,6 +142,9 @@ run_suite() {    # run_suite NAME [t/TEST options]
     local reports dir=$LOGDIR/$name.sanitizer
     rm -rf "$dir"; mkdir -p "$dir"
     mv "$SANDIR"/asan.* "$SANDIR"/ubsan.* "$dir"/ 2>/dev/null
+    # UBSan inside libasan may write to httpd's stderr, the error log, instead
+    grep -hE 'runtime error:|ERROR: AddressSanitizer' "$LOGDIR/$name.error_log" \
+      > "$dir/error_log.reports" 2>/dev/null || rm -f "$dir/error_log.reports"
     reports=$(grep -lE 'ERROR: |runtime error' "$dir"/* 2>/dev/null)
     if [ -n "$reports" ]; then
       status="FAIL (sanitizer reports in $dir)"; failed=$(( failed + 1 ))
