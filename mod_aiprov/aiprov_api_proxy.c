@@ -35,6 +35,8 @@ typedef struct {
     aiprov_usage_t *usage;
     long status;
     int passing;          /* a 2xx answer: streamed to the client */
+    int streaming;        /* events: each piece flushed as it comes */
+    apr_time_t checked;   /* when the client's socket was last looked at */
     int sent;             /* something went to the client already */
     int client_gone;
     apr_bucket_brigade *bb;
@@ -56,7 +58,9 @@ static apr_status_t pass(proxy_t *x, apr_bucket *data)
     if (data) {
         APR_BRIGADE_INSERT_TAIL(x->bb, data);
     }
-    APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_flush_create(r->connection->bucket_alloc));
+    if (x->streaming || !data) {
+        APR_BRIGADE_INSERT_TAIL(x->bb, apr_bucket_flush_create(r->connection->bucket_alloc));
+    }
     rv = ap_pass_brigade(r->output_filters, x->bb);
     apr_brigade_cleanup(x->bb);
     x->sent = 1;
@@ -67,7 +71,7 @@ static apr_status_t pass(proxy_t *x, apr_bucket *data)
     return APR_SUCCESS;
 }
 
-static int on_head(void *ctx, long status, const char *ct)
+static int on_head(void *ctx, long status, const char *ct, apr_off_t length)
 {
     proxy_t *x = ctx;
     request_rec *r = x->r;
@@ -89,8 +93,14 @@ static int on_head(void *ctx, long status, const char *ct)
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (is_streaming(ct)) {
         /* the client sees the headers now, not with the first event */
+        x->streaming = 1;
         apr_table_setn(r->headers_out, "X-Accel-Buffering", "no");
         return pass(x, NULL) == APR_SUCCESS ? 0 : 1;
+    }
+    if (length >= 0) {
+        /* a whole document: its length, so no chunked framing (and a client
+         * sees a short body for what it is) */
+        ap_set_content_length(r, length);
     }
     return 0;
 }
@@ -121,7 +131,13 @@ static int on_tick(void *ctx)
     apr_os_sock_t fd;
     char b;
     ssize_t n;
+    apr_time_t now = apr_time_now();
 
+    /* curl calls this with every piece too: one look a second is enough */
+    if (now - x->checked < apr_time_from_sec(1)) {
+        return 0;
+    }
+    x->checked = now;
     if (apr_os_sock_get(&fd, ap_get_conn_socket(x->r->connection)) != APR_SUCCESS) {
         return 0;
     }
@@ -305,6 +321,7 @@ int aiprov_api_proxy(aiprov_req_t *q)
 
     memset(&x, 0, sizeof(x));
     x.r = r;
+    x.checked = apr_time_now();
     x.bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     sink.ctx = &x;
     sink.on_head = on_head;

@@ -84,6 +84,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *userp)
     size_t len = size * n;
     long status = 0;
     char *ct = NULL;
+    curl_off_t cl = -1;
 
     if (t->head_done || !(len <= 2 && (line[0] == '\r' || line[0] == '\n'))) {
         return len;
@@ -94,7 +95,9 @@ static size_t on_header(char *line, size_t size, size_t n, void *userp)
     }
     t->head_done = 1;
     curl_easy_getinfo(t->curl, CURLINFO_CONTENT_TYPE, &ct);
-    if (t->sink->on_head && t->sink->on_head(t->sink->ctx, status, ct) != 0) {
+    curl_easy_getinfo(t->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+    if (t->sink->on_head
+        && t->sink->on_head(t->sink->ctx, status, ct, cl >= 0 ? (apr_off_t)cl : -1) != 0) {
         t->stopped = 1;
         return 0;
     }
@@ -192,7 +195,7 @@ aiprov_http_result_e aiprov_http_stream(request_rec *r, const aiprov_http_req_t 
             char *ct = NULL;
             curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
             curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
-            sink->on_head(sink->ctx, status, ct);
+            sink->on_head(sink->ctx, status, ct, -1);
         }
     }
     else if (t.stopped) {
@@ -231,7 +234,8 @@ typedef struct {
     int too_large;
 } collect_t;
 
-static int collect_head(void *ctx, long status, const char *content_type)
+static int collect_head(void *ctx, long status, const char *content_type,
+                        apr_off_t content_length)
 {
     collect_t *c = ctx;
     c->resp->status = status;

@@ -32,14 +32,15 @@ typedef struct {
 
 /*
  * A streaming receiver. on_head is called once the status line and headers
- * are in (content_type may be NULL); on_body with each piece of the body as it
+ * are in (content_type may be NULL, content_length -1); on_body with each piece of the body as it
  * arrives; on_tick about once a second while the call lasts. Each returns 0
  * to go on, anything else to stop the transfer (the result is then
  * AIPROV_HTTP_STOPPED).
  */
 typedef struct {
     void *ctx;
-    int (*on_head)(void *ctx, long status, const char *content_type);
+    int (*on_head)(void *ctx, long status, const char *content_type,
+                   apr_off_t content_length);   /* -1: not announced */
     int (*on_body)(void *ctx, const char *data, apr_size_t len);
     int (*on_tick)(void *ctx);   /* now and then, even while nothing arrives; may be NULL */
 } aiprov_http_sink_t;
