@@ -107,7 +107,7 @@ static void parse(aiprov_usage_t *u, const char *text, apr_size_t len)
 {
     json_t *j;
     /* cheap test first: most stream events carry no usage at all */
-    if (len < 2 || !memchr(text, '{', len)) {
+    if (len < 2 || (!memmem(text, len, "usage", 5) && !memmem(text, len, "eval_count", 10))) {
         return;
     }
     j = json_loadb(text, len, JSON_DECODE_ANY, NULL);
