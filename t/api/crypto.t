@@ -49,7 +49,12 @@ sub decryptable {
 # Web Crypto decryption of a stored ciphertext: the SHA-256 of what it opens to.
 sub webcrypto_sha {
     my ($keyfile, $ct) = @_;
-    open my $ph, '-|', $NODE, "$T/fixtures/webcrypto-decrypt.mjs", $keyfile, $ct or return undef;
+    # a wrong key is expected in some calls: node's "decryption failed" is not news
+    open my $saved, '>&', \*STDERR or return undef;
+    open STDERR, '>', '/dev/null';
+    my $ok = open my $ph, '-|', $NODE, "$T/fixtures/webcrypto-decrypt.mjs", $keyfile, $ct;
+    open STDERR, '>&', $saved;
+    return undef unless $ok;
     my $out = do { local $/; <$ph> } // '';
     close $ph;
     return undef if $?;
