@@ -24,14 +24,7 @@ sub captured { mock_captured() }
 
 # Keys whose first 12 characters (what the mock's 401 quotes) are unique to
 # this run, so a leak of the quote can be told from anything else.
-my %KEY = (
-    openai     => 'sk-' . rand_hex(6) . '-TESTSECRET-pxerr',
-    openrouter => 'sk-or-v1-' . rand_hex(6) . '-TESTSECRET-pxerr',
-    groq       => 'gsk_' . rand_hex(6) . '_TESTSECRET_pxerr',
-    gemini     => 'AIza' . rand_hex(6) . 'TESTSECRETpxerr',
-    cohere     => rand_hex(10) . 'TESTSECRETpxerrcohere',
-    anthropic  => 'sk-ant-' . rand_hex(6) . '-TESTSECRET-pxerr',
-);
+my %KEY = test_keys('pxerr');
 # the same, refused by the mock (they contain REJECT)
 my %BAD = (
     openai     => 'sk-' . rand_hex(6) . 'REJECT-TESTSECRET-pxerr',

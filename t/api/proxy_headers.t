@@ -33,14 +33,7 @@ my @PROVIDERS = qw(openai openrouter groq gemini cohere anthropic ollama);
 my %ALLOWED_HEADER = map { $_ => 1 } qw(host user-agent accept content-type content-length
                                          authorization x-api-key anthropic-version x-goog-api-key);
 
-my %KEY = (
-    openai     => 'sk-' . rand_hex(6) . '-TESTSECRET-pxhdr-openai',
-    openrouter => 'sk-or-v1-' . rand_hex(6) . '-TESTSECRET-pxhdr',
-    groq       => 'gsk_' . rand_hex(6) . '_TESTSECRET_pxhdr',
-    gemini     => 'AIza' . rand_hex(6) . 'TESTSECRETpxhdr',
-    cohere     => rand_hex(10) . 'TESTSECRETpxhdrcohere',
-    anthropic  => 'sk-ant-' . rand_hex(6) . '-TESTSECRET-pxhdr',
-);
+my %KEY = test_keys('pxhdr');
 my @SECRETS = values %KEY;
 
 reset_db();

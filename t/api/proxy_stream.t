@@ -19,11 +19,7 @@ my $JSON = JSON::PP->new->utf8->canonical;
 
 sub captured { mock_captured() }
 
-my %KEY = (
-    openai    => 'sk-' . rand_hex(6) . '-TESTSECRET-pxstream',
-    anthropic => 'sk-ant-' . rand_hex(6) . '-TESTSECRET-pxstream',
-    groq      => 'gsk_' . rand_hex(6) . '_TESTSECRET_pxstream',
-);
+my %KEY = test_keys('pxstream');
 my @SECRETS = values %KEY;
 
 reset_db();

@@ -25,14 +25,7 @@ my $JSON = JSON::PP->new->utf8->canonical;
 
 sub captured { mock_captured() }
 
-my %KEY = (
-    openai     => 'sk-' . rand_hex(6) . '-TESTSECRET-pxuse',
-    openrouter => 'sk-or-v1-' . rand_hex(6) . '-TESTSECRET-pxuse',
-    groq       => 'gsk_' . rand_hex(6) . '_TESTSECRET_pxuse',
-    gemini     => 'AIza' . rand_hex(6) . 'TESTSECRETpxuse',
-    cohere     => rand_hex(10) . 'TESTSECRETpxusecohere',
-    anthropic  => 'sk-ant-' . rand_hex(6) . '-TESTSECRET-pxuse',
-);
+my %KEY = test_keys('pxuse');
 my @SECRETS = values %KEY;
 
 reset_db();
