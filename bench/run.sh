@@ -9,7 +9,8 @@
 # Columns: requests/s, p50 and p99 latency, httpd CPU ms per request, httpd RSS.
 # Run as root from the checkout after a build: bench/run.sh [seconds per run, default 10]
 # BENCH_SCENARIOS="A B" and BENCH_TARGETS="direct stock aiprov" pick a subset
-# (e.g. to profile one with perf while it runs).
+# (e.g. to profile one with perf while it runs); BENCH_DB=pgsql stores in a
+# throwaway PostgreSQL on loopback instead of SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -23,21 +24,42 @@ done
 
 work=$(mktemp -d /tmp/aiprov-bench.XXXXXX)
 chmod 755 "$work"
-mock_port=18090 httpd_port=18091
+mock_port=18090 httpd_port=18091 pg_port=18092
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 cleanup() {
     [ -f "$work/httpd.pid" ] && kill "$(cat "$work/httpd.pid")" 2>/dev/null || true
     [ -n "${mock_pid:-}" ] && kill "$mock_pid" 2>/dev/null || true
+    [ -d "$work/pg" ] && runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -m fast -w stop \
+        >/dev/null 2>&1 || true
     sleep 1
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 # --- database, key, session --------------------------------------------------
-sqlite3 "$work/aiprov.db" < sql/sqlite.sql > /dev/null
 token=$(openssl rand -hex 24)
-sqlite3 "$work/aiprov.db" "INSERT INTO \"user\"(id, name, email) VALUES ('bench', 'Bench', 'bench@example.invalid');
+seed="INSERT INTO \"user\"(id, name, email) VALUES ('bench', 'Bench', 'bench@example.invalid');"
+if [ "${BENCH_DB:-sqlite}" = pgsql ]; then
+    # as durable as SQLite's WAL with synchronous=NORMAL: no wait for the disk
+    chown postgres: "$work"
+    runuser -u postgres -- "$pgbin/initdb" -D "$work/pg" -A trust -U postgres --no-sync >/dev/null
+    runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w -o \
+        "-p $pg_port -k $work -c listen_addresses=127.0.0.1 -c synchronous_commit=off" start >/dev/null
+    psql -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -f sql/postgresql.sql
+    psql -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -c "$seed" -c \
+        "INSERT INTO session(id, token, user_id, expires_at) VALUES ('s1', '$token', 'bench', now() + interval '1 day')"
+    dbd="DBDriver pgsql
+DBDParams \"host=127.0.0.1 port=$pg_port dbname=postgres user=postgres\"
+DBDMax 20"
+else
+    sqlite3 "$work/aiprov.db" < sql/sqlite.sql > /dev/null
+    sqlite3 "$work/aiprov.db" "$seed
 INSERT INTO session(id, token, user_id, expires_at) VALUES ('s1', '$token', 'bench', unixepoch() + 86400);"
-chown -R www-data:www-data "$work"
+    chown -R www-data:www-data "$work"
+    dbd="DBDriver sqlite3
+DBDParams \"$work/aiprov.db\"
+DBDMax 100"
+fi
 (umask 077; openssl rand -base64 32 > "$work/aiprov.key")
 
 cat > "$work/httpd.conf" <<CONF
@@ -73,9 +95,7 @@ MaxKeepAliveRequests 0
     AllowOverride None
     Require all denied
 </Directory>
-DBDriver sqlite3
-DBDParams "$work/aiprov.db"
-DBDMax 100
+$dbd
 <Location /api/ai-providers>
     SetHandler aiprov
     Require all granted
@@ -154,7 +174,7 @@ aiprov_url="http://127.0.0.1:$httpd_port/api/ai-providers/$id/proxy/chat/complet
 stock_url="http://127.0.0.1:$httpd_port/stock/v1/chat/completions"
 direct_url="http://127.0.0.1:$mock_port/v1/chat/completions"
 
-echo "mod_aiprov benchmark: $(nproc) cores, ${secs}s per run, wrk -t2; httpd event MPM"
+echo "mod_aiprov benchmark: $(nproc) cores, ${secs}s per run, wrk -t2; httpd event MPM; ${BENCH_DB:-sqlite}"
 for scenario in "A 50 256" "B 0 32"; do
     read -r label delay conns <<<"$scenario"
     [[ " ${BENCH_SCENARIOS:-A B} " == *" $label "* ]] || continue
@@ -167,6 +187,11 @@ for scenario in "A 50 256" "B 0 32"; do
         done
     done
 done
-usage=$(sqlite3 "$work/aiprov.db" "SELECT current_usage FROM ai_provider WHERE id = '$id'")
+q="SELECT current_usage FROM ai_provider WHERE id = '$id'"
+if [ "${BENCH_DB:-sqlite}" = pgsql ]; then
+    usage=$(psql -X -At -h 127.0.0.1 -p "$pg_port" -U postgres -c "$q")
+else
+    usage=$(sqlite3 "$work/aiprov.db" "$q")
+fi
 echo
 echo "tokens counted by mod_aiprov over all its runs: $usage (15 per call)"
