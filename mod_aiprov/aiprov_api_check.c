@@ -17,9 +17,7 @@ static int load(aiprov_req_t *q, aiprov_row_t **row, int *provider, char **key,
     aiprov_err_e e;
 
     if ((e = aiprov_store_get(q->db, q->user, q->id, row)) != AIPROV_OK) {
-        return aiprov_send_error(q->r, e, e == AIPROV_E_PROVIDER_NOT_FOUND
-                                 ? "the provider was not found or is not yours"
-                                 : "the database is unavailable");
+        return aiprov_api_store_error(q, e);
     }
     if ((*provider = aiprov_provider_find((*row)->provider)) < 0) {
         return aiprov_send_error(q->r, AIPROV_E_UPSTREAM_FAILED, "unknown provider");
@@ -104,9 +102,7 @@ int aiprov_api_models(aiprov_req_t *q)
     text = apr_pstrdup(r->pool, models_json);
     free(models_json);
     if ((e = aiprov_store_set_models(q->db, q->user, q->id, text)) != AIPROV_OK) {
-        return aiprov_send_error(r, e, e == AIPROV_E_PROVIDER_NOT_FOUND
-                                 ? "the provider was not found or is not yours"
-                                 : "the database is unavailable");
+        return aiprov_api_store_error(q, e);
     }
     return aiprov_send_json(r, HTTP_OK, json_pack("{s:O}", "supportedModels", models));
 }

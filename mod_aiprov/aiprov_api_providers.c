@@ -102,8 +102,7 @@ static json_t *render_detail(aiprov_req_t *q, const aiprov_row_t *row)
     return o;
 }
 
-/* The contract's sentence for each store failure. */
-static int store_error(aiprov_req_t *q, aiprov_err_e e)
+int aiprov_api_store_error(aiprov_req_t *q, aiprov_err_e e)
 {
     switch (e) {
     case AIPROV_E_PROVIDER_NOT_FOUND:
@@ -127,7 +126,7 @@ int aiprov_api_list(aiprov_req_t *q)
     int i;
 
     if (e != AIPROV_OK) {
-        return store_error(q, e);
+        return aiprov_api_store_error(q, e);
     }
     list = json_array();
     for (i = 0; i < rows->nelts; i++) {
@@ -142,7 +141,7 @@ int aiprov_api_get(aiprov_req_t *q)
     aiprov_err_e e = aiprov_store_get(q->db, q->user, q->id, &row);
 
     if (e != AIPROV_OK) {
-        return store_error(q, e);
+        return aiprov_api_store_error(q, e);
     }
     return aiprov_send_json(q->r, HTTP_OK, json_pack("{s:o}", "provider", render_detail(q, row)));
 }
@@ -217,7 +216,7 @@ int aiprov_api_create(aiprov_req_t *q)
                                  "no random numbers for an id");
     }
     if ((e = aiprov_store_create(q->db, q->user, &c.row)) != AIPROV_OK) {
-        return store_error(q, e);
+        return aiprov_api_store_error(q, e);
     }
     apr_table_setn(q->r->headers_out, "Location",
                    apr_pstrcat(q->r->pool, q->mount, "/", c.row.id, NULL));
@@ -240,7 +239,7 @@ int aiprov_api_update(aiprov_req_t *q)
         return aiprov_send_error(q->r, e, "%s", err);
     }
     if ((e = aiprov_store_update(q->db, q->user, q->id, &ch)) != AIPROV_OK) {
-        return store_error(q, e);
+        return aiprov_api_store_error(q, e);
     }
     return aiprov_send_json(q->r, HTTP_OK, json_pack("{s:b}", "success", 1));
 }
@@ -249,7 +248,7 @@ int aiprov_api_delete(aiprov_req_t *q)
 {
     aiprov_err_e e = aiprov_store_delete(q->db, q->user, q->id);
     if (e != AIPROV_OK) {
-        return store_error(q, e);
+        return aiprov_api_store_error(q, e);
     }
     return aiprov_send_json(q->r, HTTP_OK, json_pack("{s:b}", "success", 1));
 }

@@ -263,9 +263,7 @@ int aiprov_api_proxy(aiprov_req_t *q)
                                  "the path after /proxy/ is not one to forward");
     }
     if ((e = aiprov_store_get(q->db, q->user, q->id, &row)) != AIPROV_OK) {
-        return aiprov_send_error(r, e, e == AIPROV_E_PROVIDER_NOT_FOUND
-                                 ? "the provider was not found or is not yours"
-                                 : "the database is unavailable");
+        return aiprov_api_store_error(q, e);
     }
     if (!row->is_active) {
         return aiprov_send_error(r, AIPROV_E_PROVIDER_INACTIVE,

@@ -19,6 +19,9 @@ typedef struct {
 int aiprov_handler(request_rec *r);
 
 /* aiprov_api_providers.c */
+
+/* Send the contract's sentence for a failure of aiprov_store_*(). */
+int aiprov_api_store_error(aiprov_req_t *q, aiprov_err_e e);
 int aiprov_api_list(aiprov_req_t *q);
 int aiprov_api_create(aiprov_req_t *q);
 int aiprov_api_get(aiprov_req_t *q);

@@ -30,11 +30,6 @@ static const struct {
     [AIPROV_E_UPSTREAM_TIMEOUT] = { "UPSTREAM_TIMEOUT", HTTP_GATEWAY_TIME_OUT },
 };
 
-int aiprov_error_status(aiprov_err_e code)
-{
-    return errors[code].status;
-}
-
 static apr_status_t json_cleanup(void *data)
 {
     json_decref(data);

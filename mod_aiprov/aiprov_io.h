@@ -15,9 +15,6 @@ int aiprov_send_json(request_rec *r, int status, json_t *j);
 int aiprov_send_error(request_rec *r, aiprov_err_e code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* The status of an error code. */
-int aiprov_error_status(aiprov_err_e code);
-
 /*
  * Read a JSON object body: checks the media type, the size limit and the
  * syntax. On success *obj is a pool-bound object and the result is OK; on
